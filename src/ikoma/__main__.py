@@ -1,0 +1,5 @@
+"""`python -m ikoma` is the `ikoma` command."""
+
+from ikoma.cli.main import app
+
+app(prog_name="ikoma")

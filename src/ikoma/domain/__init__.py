@@ -1,0 +1,1 @@
+"""The domain: order lifecycle, leases, retry policy and errors. Imports no framework."""

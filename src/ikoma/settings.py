@@ -1,0 +1,66 @@
+"""Settings from the environment (documented in docs/configuration.md).
+
+Names are the seed's promises (`DATABASE_URL`, `IKOMA_ADMIN_KEY`, `PORT`), so no prefix is applied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """Malformed settings: start-up stops with this message."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    admin_key: SecretStr | None = Field(default=None, validation_alias="IKOMA_ADMIN_KEY")
+    host: str = Field(default="127.0.0.1", validation_alias="HOST")
+    port: int = Field(default=3000, ge=1, le=65535, validation_alias="PORT")
+    data_dir: Path = Field(default=Path("data"), validation_alias="IKOMA_DATA_DIR")
+    reconcile_interval: float = Field(default=30.0, gt=0, le=3600, validation_alias="IKOMA_RECONCILE_INTERVAL")
+    claim_lease: float = Field(default=60.0, gt=0, le=86400, validation_alias="IKOMA_CLAIM_LEASE")
+    stale_after: float = Field(default=120.0, gt=0, le=86400, validation_alias="IKOMA_STALE_AFTER")
+    order_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400, validation_alias="IKOMA_ORDER_TIMEOUT")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=AliasChoices("IKOMA_LOG_LEVEL", "LOG_LEVEL")
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("sqlite", "postgres")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the SQLite file under the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ikoma.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; a malformed value raises SettingsError naming the variable and the rule broken."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {name}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Storage: tables, the database handle (SQLite or PostgreSQL) and migrations."""

@@ -1,0 +1,180 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in `migrations/versions` must build exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ikoma.storage.clock import db_now
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = Uuid(as_uuid=False)
+Timestamp = DateTime(timezone=True)
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+ORDER_STATUSES = "'QUEUED','CLAIMED','RUNNING','SUCCEEDED','FAILED','CANCELLED','TIMEOUT','STALE'"
+
+runners = Table(
+    "runners",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("token_prefix", String(16), nullable=False),
+    Column("last_heartbeat_at", Timestamp),
+    Column("version", String(100)),
+    Column("hostname", String(255)),
+    Column("capabilities", Json, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("revoked_at", Timestamp),
+)
+
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("hostname", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("labels", Json, nullable=False),
+    Column("os_family", String(50), nullable=False),
+    Column("os_version", String(100)),
+    Column("os_codename", String(100)),
+    Column("arch", String(50)),
+    Column("machine_kind", String(50)),
+    Column("virtualization", String(50)),
+    Column("hardware_profile", String(50)),
+    # The server owns the relation (seed 000): one runner per server, one server per runner.
+    Column("runner_id", Id, ForeignKey("runners.id", ondelete="SET NULL"), unique=True),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+)
+
+playbooks = Table(
+    "playbooks",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("params_schema", Json, nullable=False),
+    Column("min_role", String(20), nullable=False),
+    Column("destructive", Boolean, nullable=False),
+    Column("default_timeout_s", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("builtin", Boolean, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="RESTRICT"), nullable=False),
+    Column("runner_id", Id, ForeignKey("runners.id", ondelete="SET NULL")),
+    Column("playbook_key", String(200), ForeignKey("playbooks.key"), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("params", Json, nullable=False),
+    Column("attempt", Integer, nullable=False),  # claims so far
+    Column("executions", Integer, nullable=False),  # attempts that reached RUNNING
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_s", Integer, nullable=False),
+    Column("lease_token", String(36)),
+    Column("lease_expires_at", Timestamp),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("not_before", Timestamp),
+    Column("claimed_at", Timestamp),
+    Column("started_at", Timestamp),
+    Column("last_heartbeat_at", Timestamp),
+    Column("finished_at", Timestamp),
+    Column("report", Json),
+    Column("report_version", String(8)),
+    Column("report_summary", Text),
+    Column("status_reason", String(64)),
+    Column("idempotency_key", String(200), unique=True),
+    Column("request_hash", String(64)),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+    CheckConstraint(f"status IN ({ORDER_STATUSES})", name="status"),
+)
+# claim-next: the oldest QUEUED order of a runner, or of its server.
+Index("ix_orders_claim_runner", orders.c.runner_id, orders.c.status, orders.c.created_at)
+Index("ix_orders_claim_server", orders.c.server_id, orders.c.status, orders.c.created_at)
+# listing newest first, and the reconciler's scans of CLAIMED/RUNNING orders.
+Index("ix_orders_status_created", orders.c.status, orders.c.created_at)
+Index("ix_orders_created", orders.c.created_at)
+
+order_attempts = Table(
+    "order_attempts",
+    metadata,
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("runner_id", Id, nullable=False),
+    Column("lease_token", String(36), nullable=False),
+    Column("claimed_at", Timestamp, nullable=False),
+    Column("started_at", Timestamp),
+    Column("ended_at", Timestamp),
+    Column("outcome", String(16)),
+    Column("reason", String(64)),
+)
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Timestamp, nullable=False, server_default=db_now()),
+    Column("from_status", String(16)),
+    Column("to_status", String(16), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("details", Json),
+)
+Index("ix_order_events_order", order_events.c.order_id, order_events.c.id)
+
+admin_keys = Table(
+    "admin_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+)
+
+# One row per applied migration with the SHA-256 of its file: `ikoma db check` compares both ways.
+migration_history = Table(
+    "ikoma_migration_history",
+    metadata,
+    Column("revision", String(64), primary_key=True),
+    Column("checksum", String(64), nullable=False),
+    Column("applied_at", Timestamp, nullable=False, server_default=db_now()),
+)
