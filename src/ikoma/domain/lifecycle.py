@@ -33,6 +33,11 @@ TERMINAL = frozenset(
 )
 ACTIVE = frozenset({OrderStatus.CLAIMED, OrderStatus.RUNNING})
 
+# What each runner call needs the order to be in.
+START_FROM = frozenset({OrderStatus.CLAIMED})
+HEARTBEAT_FROM = ACTIVE
+COMPLETE_FROM = frozenset({OrderStatus.RUNNING})
+
 # Outcomes a runner may report on complete. CANCELLED/TIMEOUT come from the runner killing the work
 # itself (cancel seen in a heartbeat answer, or its own step timeout).
 RUNNER_OUTCOMES = frozenset(
@@ -115,6 +120,21 @@ def should_retry(*, outcome: OrderStatus, executions: int, max_attempts: int, ca
     if cancel_requested or outcome not in (OrderStatus.FAILED, OrderStatus.STALE):
         return False
     return executions < max_attempts
+
+
+def decide_lost_run(*, cancel_requested: bool, executions: int, max_attempts: int) -> list[OrderStatus]:
+    """The statuses a RUNNING order passes through when its runner stopped heartbeating.
+
+    A cancel that was requested ends it CANCELLED (the user's wish stands, nothing is re-run); otherwise
+    it is STALE, and back to QUEUED while attempts remain.
+    """
+    if cancel_requested:
+        return [OrderStatus.CANCELLED]
+    if should_retry(
+        outcome=OrderStatus.STALE, executions=executions, max_attempts=max_attempts, cancel_requested=False
+    ):
+        return [OrderStatus.STALE, OrderStatus.QUEUED]
+    return [OrderStatus.STALE]
 
 
 @dataclass(frozen=True, slots=True)

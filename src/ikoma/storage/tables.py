@@ -59,7 +59,7 @@ servers = Table(
     "servers",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("name", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
     Column("hostname", String(255), nullable=False),
     Column("port", Integer, nullable=False),
     Column("labels", Json, nullable=False),
@@ -74,6 +74,15 @@ servers = Table(
     Column("runner_id", Id, ForeignKey("runners.id", ondelete="SET NULL"), unique=True),
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
     Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+    # Deleted servers are kept: their orders are history that must not be lost.
+    Column("deleted_at", Timestamp),
+)
+Index(
+    "uq_servers_name_live",
+    servers.c.name,
+    unique=True,
+    sqlite_where=servers.c.deleted_at.is_(None),
+    postgresql_where=servers.c.deleted_at.is_(None),
 )
 
 playbooks = Table(

@@ -2,9 +2,9 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 20:12:58.161191
+Create Date: 2026-11-22 20:14:19.726619
 
-The server defaults use db_now(), a stable helper that renders each dialect's clock.
+Server defaults use db_now(), a stable helper that renders each dialect's clock.
 """
 
 from __future__ import annotations
@@ -82,11 +82,14 @@ def upgrade() -> None:
     sa.Column('runner_id', sa.Uuid(as_uuid=False), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=db_now(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=db_now(), nullable=False),
+    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['runner_id'], ['runners.id'], name=op.f('fk_servers_runner_id_runners'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_servers')),
-    sa.UniqueConstraint('name', name=op.f('uq_servers_name')),
     sa.UniqueConstraint('runner_id', name=op.f('uq_servers_runner_id'))
     )
+    with op.batch_alter_table('servers', schema=None) as batch_op:
+        batch_op.create_index('uq_servers_name_live', ['name'], unique=True, sqlite_where=sa.text('deleted_at IS NULL'), postgresql_where=sa.text('deleted_at IS NULL'))
+
     op.create_table('orders',
     sa.Column('id', sa.Uuid(as_uuid=False), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -172,6 +175,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_orders_claim_runner')
 
     op.drop_table('orders')
+    with op.batch_alter_table('servers', schema=None) as batch_op:
+        batch_op.drop_index('uq_servers_name_live', sqlite_where=sa.text('deleted_at IS NULL'), postgresql_where=sa.text('deleted_at IS NULL'))
+
     op.drop_table('servers')
     op.drop_table('runners')
     op.drop_table('playbooks')

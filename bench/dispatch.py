@@ -1,0 +1,901 @@
+"""IKOMA dispatch benchmark: how fast runners drain the order queue, and how long an order waits.
+
+Run with `make bench` (`.venv/bin/python bench/dispatch.py`); `--help` lists the options and
+bench/README.md explains the output. For each backend (SQLite, PostgreSQL) the benchmark starts a
+real `python -m ikoma serve` process on a free port of 127.0.0.1 with a throw-away data dir and
+database, sets up a fleet over the admin API, then runs two benchmarks against it:
+
+* drain: N orders are queued first (not timed); then every runner loops claim-next?wait=0 -> start ->
+  complete until claim-next answers 204. Throughput = orders / (first claim sent -> last complete
+  answered); latency percentiles per call type; every order must be completed exactly once.
+* paced: runners long-poll (claim-next?wait=10) while producers create orders at a fixed rate
+  (open loop, scheduled against the monotonic clock). create->claim latency of an order = the time
+  its claim answer reached a runner - the time just before its create request was sent.
+
+Client side: runners and producers are asyncio tasks in this one process, on uvloop when it is
+installed, one keep-alive httpx.AsyncClient (HTTP/1.1) per runner and one shared client for the
+producers. httpx costs ~0.4 ms of client CPU per request here, so at the highest paced rates the
+client needs about as much CPU as the server. The machine this was written for has only 2 cores
+shared by client, server and database, so splitting the clients over more processes would not add
+CPU, only contention: we keep one process and measure instead. Every result carries `cpu`
+(client and server process CPU in % of one core, whole machine busy %): a client near 100 %, or a
+machine near 100 %, means the numbers are a lower bound of what the server alone could do.
+
+One JSON document goes to stdout; progress goes to stderr. All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import math
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+LOOPBACK = "127.0.0.1"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_URL_PREFIX = "postgresql://postgres@127.0.0.1:5432/"
+PLAYBOOK_KEY = "system.test_ping"
+READY_TIMEOUT_S = 30.0
+STOP_GRACE_S = 10.0
+LONG_POLL_S = 10
+CREATE_CONCURRENCY = 16
+STRAGGLER_WAIT_S = 5.0
+MAX_CONSECUTIVE_ERRORS = 100
+JSON_HEADERS = {"content-type": "application/json"}
+REPORT: dict[str, Any] = {"version": "v2", "summary": "bench", "durationMs": 0, "steps": [], "errors": []}
+
+# httpcore 1.x runs `import sniffio` on every pool-lock acquisition; without sniffio installed each
+# of those failed imports searches sys.path again (~0.2 ms of CPU per request, a third of the client's
+# cost). A None entry in sys.modules makes that import fail at once; httpcore then assumes asyncio,
+# which is what this benchmark runs on.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (server did not start, setup answered an error, ...)."""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics and error accounting
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list."""
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(samples_s: list[float], ps: tuple[int, ...], with_max: bool = False) -> dict[str, Any]:
+    """{"count", "p50Ms", ..., "maxMs"?} from samples in seconds (None when there are no samples)."""
+    values = sorted(samples_s)
+    out: dict[str, Any] = {"count": len(values)}
+    for p in ps:
+        out[f"p{p}Ms"] = round(percentile(values, p) * 1000.0, 3) if values else None
+    if with_max:
+        out["maxMs"] = round(values[-1] * 1000.0, 3) if values else None
+    return out
+
+
+class Tally:
+    """Counts unexpected answers and transport errors, grouped by call and kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.server_errors = 0
+
+    def http(self, call: str, resp: httpx.Response) -> None:
+        reason = "?"
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            reason = str(orjson.loads(resp.content).get("reason", "?"))
+        self.counts[f"{call}: HTTP {resp.status_code} {reason}"] += 1
+        if resp.status_code >= 500:
+            self.server_errors += 1
+
+    def exc(self, call: str, exc: BaseException) -> None:
+        self.counts[f"{call}: {type(exc).__name__}: {exc}"[:200]] += 1
+
+    def note(self, message: str) -> None:
+        self.counts[message] += 1
+
+    def lines(self) -> list[str]:
+        return [f"{key} (x{n})" if n > 1 else key for key, n in self.counts.most_common()]
+
+
+class CpuMeter:
+    """CPU used between start() and stop(): this process, the server's process tree, the machine."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self._t0: tuple[float, float, int | None, tuple[int, int] | None] = (0.0, 0.0, None, None)
+
+    @staticmethod
+    def _machine_ticks() -> tuple[int, int] | None:
+        """(busy, total) jiffies of all cores from /proc/stat (None off Linux)."""
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        total = sum(fields[:8])
+        return total - idle, total
+
+    def _tree_ticks(self) -> int | None:
+        """utime+stime jiffies of the server process and all its descendants."""
+        if self.server_pid is None:
+            return None
+        parents: dict[int, int] = {}
+        ticks: dict[int, int] = {}
+        try:
+            entries = [e for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                rest = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            pid = int(entry)
+            parents[pid] = int(rest[1])
+            ticks[pid] = int(rest[11]) + int(rest[12])
+        if self.server_pid not in ticks:
+            return None
+        tree, frontier = {self.server_pid}, [self.server_pid]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+            tree.update(children)
+            frontier.extend(children)
+        return sum(ticks[pid] for pid in tree)
+
+    def start(self) -> None:
+        self._t0 = (time.monotonic(), time.process_time(), self._tree_ticks(), self._machine_ticks())
+
+    def stop(self) -> dict[str, float | None]:
+        wall1, cpu1, server1, machine1 = (
+            time.monotonic(),
+            time.process_time(),
+            self._tree_ticks(),
+            self._machine_ticks(),
+        )
+        wall0, cpu0, server0, machine0 = self._t0
+        wall = max(wall1 - wall0, 1e-9)
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        server = None
+        if server0 is not None and server1 is not None:
+            server = round(100.0 * (server1 - server0) / hz / wall, 1)
+        machine = None
+        if machine0 is not None and machine1 is not None and machine1[1] > machine0[1]:
+            machine = round(100.0 * (machine1[0] - machine0[0]) / (machine1[1] - machine0[1]), 1)
+        return {
+            "clientPercent": round(100.0 * (cpu1 - cpu0) / wall, 1),
+            "serverPercent": server,
+            "machineBusyPercent": machine,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# the server under test
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """One `python -m ikoma serve` child process on a free loopback port."""
+
+    def __init__(self, database_url: str, data_dir: Path, admin_key: str) -> None:
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.admin_key = admin_key
+        self.port = free_port()
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
+        self.log_path = data_dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PORT": str(self.port),
+                "HOST": LOOPBACK,
+                "IKOMA_DATA_DIR": str(self.data_dir),
+                "IKOMA_ADMIN_KEY": self.admin_key,
+                "DATABASE_URL": self.database_url,
+                "IKOMA_LOG_LEVEL": "warning",
+            }
+        )
+        with self.log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ikoma", "serve"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = "no answer yet"
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.proc is None or self.proc.poll() is not None:
+                    code = None if self.proc is None else self.proc.returncode
+                    raise BenchError(
+                        f"server exited with code {code} before it was ready:\n{self.log_tail()}"
+                    )
+                try:
+                    resp = client.get(f"{self.base_url}/readyz")
+                    if resp.status_code == 200:
+                        return
+                    last = f"HTTP {resp.status_code} {resp.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.1)
+        raise BenchError(f"GET /readyz not 200 after {READY_TIMEOUT_S:.0f} s ({last}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log(f"server did not stop {STOP_GRACE_S:.0f} s after SIGTERM; sending SIGKILL")
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_GRACE_S)
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL scratch database
+
+
+async def pg_create_database(name: str) -> None:
+    import asyncpg  # only needed for the PostgreSQL backend
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def pg_drop_database(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP clients
+
+
+@dataclass(frozen=True)
+class Runner:
+    id: str
+    token: str
+    server_id: str
+
+
+def admin_client(base_url: str, admin_key: str, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"{base_url}/v1",
+        headers={"x-ikoma-admin-key": admin_key},
+        http2=False,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx.Timeout(30.0),
+        trust_env=False,
+    )
+
+
+def runner_client(base_url: str, runner: Runner) -> httpx.AsyncClient:
+    # One runner = one sequential loop, so one keep-alive connection (two for a cancelled long-poll).
+    return httpx.AsyncClient(
+        base_url=f"{base_url}/v1",
+        headers={"x-runner-id": runner.id, "x-runner-token": runner.token},
+        http2=False,
+        limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        timeout=httpx.Timeout(LONG_POLL_S + 20.0),
+        trust_env=False,
+    )
+
+
+@contextlib.asynccontextmanager
+async def runner_clients(base_url: str, runners: list[Runner]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    clients = [runner_client(base_url, r) for r in runners]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Response:
+    return await client.post(url, content=orjson.dumps(body), headers=JSON_HEADERS)
+
+
+def expect(resp: httpx.Response, status: int, what: str) -> Any:
+    if resp.status_code != status:
+        raise BenchError(f"{what}: expected HTTP {status}, got {resp.status_code}: {resp.text[:300]}")
+    return orjson.loads(resp.content) if resp.content else None
+
+
+async def setup_fleet(admin: httpx.AsyncClient, count: int) -> list[Runner]:
+    """`count` servers, each with its own runner attached."""
+    tag = secrets.token_hex(3)
+    runners = []
+    for i in range(count):
+        server = expect(
+            await post_json(
+                admin, "/servers", {"name": f"bench-{tag}-{i}", "hostname": f"bench-{i}.invalid"}
+            ),
+            201,
+            "POST /servers",
+        )
+        runner = expect(
+            await post_json(admin, "/runners", {"name": f"bench-runner-{tag}-{i}"}), 201, "POST /runners"
+        )
+        attached = expect(
+            await admin.patch(
+                f"/servers/{server['id']}",
+                content=orjson.dumps({"runnerId": runner["id"]}),
+                headers=JSON_HEADERS,
+            ),
+            200,
+            "PATCH /servers/:id",
+        )
+        if attached.get("runnerId") != runner["id"]:
+            raise BenchError(f"PATCH /servers/:id did not attach the runner: {attached}")
+        runners.append(Runner(id=runner["id"], token=runner["token"], server_id=server["id"]))
+    return runners
+
+
+async def create_orders(
+    admin: httpx.AsyncClient, runners: list[Runner], count: int, tally: Tally
+) -> list[str]:
+    """Queue `count` orders round-robin over the servers, CREATE_CONCURRENCY requests at a time."""
+    ids: list[str] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            body = {"serverId": runners[i % len(runners)].server_id, "playbookKey": PLAYBOOK_KEY}
+            try:
+                resp = await post_json(admin, "/orders", body)
+            except httpx.HTTPError as exc:
+                tally.exc("create", exc)
+                continue
+            if resp.status_code == 201:
+                ids.append(orjson.loads(resp.content)["order"]["id"])
+            else:
+                tally.http("create", resp)
+
+    await asyncio.gather(*(worker() for _ in range(CREATE_CONCURRENCY)))
+    return ids
+
+
+async def timed_post(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any] | None
+) -> tuple[httpx.Response, float]:
+    """POST and the monotonic time at which the whole answer was received."""
+    if body is None:
+        resp = await client.post(url)
+    else:
+        resp = await client.post(url, content=orjson.dumps(body), headers=JSON_HEADERS)
+    return resp, time.monotonic()
+
+
+async def start_and_complete(
+    client: httpx.AsyncClient, order: dict[str, Any], tally: Tally, timings: DrainTimings | None
+) -> bool:
+    """start + complete (SUCCEEDED, minimal v2 report) one claimed order; True when it completed."""
+    order_id = order["id"]
+    lease = {"leaseToken": order["leaseToken"]}
+    try:
+        t0 = time.monotonic()
+        resp, t1 = await timed_post(client, f"/runner/orders/{order_id}/start", lease)
+        if resp.status_code != 200:
+            tally.http("start", resp)
+            return False
+        resp, t2 = await timed_post(
+            client, f"/runner/orders/{order_id}/complete", {"status": "SUCCEEDED", "report": REPORT, **lease}
+        )
+        if resp.status_code != 200:
+            tally.http("complete", resp)
+            return False
+    except httpx.HTTPError as exc:
+        tally.exc("start/complete", exc)
+        return False
+    if timings is not None:
+        timings.start.append(t1 - t0)
+        timings.complete.append(t2 - t1)
+        timings.last_complete = max(timings.last_complete, t2)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# drain
+
+
+@dataclass
+class DrainTimings:
+    claim: list[float] = field(default_factory=list)
+    start: list[float] = field(default_factory=list)
+    complete: list[float] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    first_claim: float = math.inf
+    last_complete: float = 0.0
+
+
+async def drain_runner(
+    client: httpx.AsyncClient, max_orders: int, deadline: float, timings: DrainTimings, tally: Tally
+) -> None:
+    consecutive_errors = 0
+    for _ in range(max_orders + MAX_CONSECUTIVE_ERRORS + 1):
+        if time.monotonic() > deadline:
+            tally.note("drain: deadline reached before the queue was empty")
+            return
+        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+            tally.note(f"drain: a runner gave up after {MAX_CONSECUTIVE_ERRORS} consecutive errors")
+            return
+        t0 = time.monotonic()
+        timings.first_claim = min(timings.first_claim, t0)
+        try:
+            resp, t1 = await timed_post(client, "/runner/orders/claim-next?wait=0", None)
+        except httpx.HTTPError as exc:
+            tally.exc("claim", exc)
+            consecutive_errors += 1
+            continue
+        timings.claim.append(t1 - t0)
+        if resp.status_code == 204:
+            return
+        if resp.status_code != 200:
+            tally.http("claim", resp)
+            consecutive_errors += 1
+            continue
+        order = orjson.loads(resp.content)
+        if await start_and_complete(client, order, tally, timings):
+            timings.completed.append(order["id"])
+            consecutive_errors = 0
+        else:
+            consecutive_errors += 1
+    tally.note("drain: a runner claimed more orders than were queued")
+
+
+async def count_orders(admin: httpx.AsyncClient, status: str, tally: Tally) -> int | None:
+    """How many orders the server lists with `status` (paged; None when it cannot tell)."""
+    total = 0
+    cursor: str | None = None
+    for _ in range(1000):
+        params: dict[str, str | int] = {"status": status, "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        try:
+            resp = await admin.get("/orders", params=params)
+        except httpx.HTTPError as exc:
+            tally.exc(f"GET /orders?status={status}", exc)
+            return None
+        if resp.status_code != 200:
+            tally.http(f"GET /orders?status={status}", resp)
+            return None
+        page = orjson.loads(resp.content)
+        total += len(page["items"])
+        cursor = page.get("nextCursor")
+        if not cursor:
+            return total
+    return None
+
+
+async def run_drain(
+    base_url: str,
+    admin: httpx.AsyncClient,
+    runners: list[Runner],
+    orders: int,
+    timeout_s: float,
+    meter: CpuMeter,
+) -> dict[str, Any]:
+    tally = Tally()
+    log(f"drain: queueing {orders} orders over {len(runners)} servers (concurrency {CREATE_CONCURRENCY})")
+    created = await create_orders(admin, runners, orders, tally)
+    if len(created) != orders:
+        tally.note(f"drain: only {len(created)} of {orders} orders were created")
+    log(f"drain: {len(runners)} runners draining {len(created)} orders")
+    timings = DrainTimings()
+    async with runner_clients(base_url, runners) as clients:
+        meter.start()
+        deadline = time.monotonic() + timeout_s
+        await asyncio.gather(*(drain_runner(c, len(created), deadline, timings, tally) for c in clients))
+        cpu = meter.stop()
+
+    completed = timings.completed
+    seconds = timings.last_complete - timings.first_claim if completed else 0.0
+    errors: list[str] = []
+    if len(completed) != len(created):
+        errors.append(f"{len(completed)} orders completed, {len(created)} created")
+    duplicates = len(completed) - len(set(completed))
+    if duplicates:
+        errors.append(f"{duplicates} orders were completed more than once")
+    missing = set(created) - set(completed)
+    if missing:
+        errors.append(f"{len(missing)} created orders were never completed, e.g. {sorted(missing)[:3]}")
+    strangers = set(completed) - set(created)
+    if strangers:
+        errors.append(f"{len(strangers)} completed orders were not created by this run")
+    if tally.server_errors:
+        errors.append(f"{tally.server_errors} answers were 5xx")
+    for status in ("QUEUED", "CLAIMED", "RUNNING"):
+        left = await count_orders(admin, status, tally)
+        if left:
+            errors.append(f"the server still lists {left} {status} orders after the drain")
+    errors.extend(tally.lines())
+    result: dict[str, Any] = {
+        "orders": len(created),
+        "runners": len(runners),
+        "completed": len(completed),
+        "seconds": round(seconds, 3),
+        "ordersPerSecond": round(len(completed) / seconds, 1) if seconds > 0 else None,
+        "claim": latency_summary(timings.claim, (50, 99)),
+        "start": latency_summary(timings.start, (50, 99)),
+        "complete": latency_summary(timings.complete, (50, 99)),
+        "cpu": cpu,
+        "errors": errors,
+    }
+    log(f"drain: {result['ordersPerSecond']} orders/s over {result['seconds']} s, {len(errors)} error lines")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# paced load
+
+
+async def paced_runner(
+    client: httpx.AsyncClient,
+    claimed: dict[str, float],
+    stop: asyncio.Event,
+    deadline: float,
+    max_loops: int,
+    tally: Tally,
+) -> None:
+    """Long-poll, start and complete until `stop`; a long-poll in flight at `stop` is abandoned."""
+    stop_waiter = asyncio.ensure_future(stop.wait())
+    try:
+        for _ in range(max_loops):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            claim = asyncio.ensure_future(
+                timed_post(client, f"/runner/orders/claim-next?wait={LONG_POLL_S}", None)
+            )
+            await asyncio.wait({claim, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not claim.done():
+                claim.cancel()
+                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                    await claim
+                return
+            try:
+                resp, received = claim.result()
+            except httpx.HTTPError as exc:
+                tally.exc("claim", exc)
+                await asyncio.sleep(0.05)
+                continue
+            if resp.status_code == 204:
+                continue
+            if resp.status_code != 200:
+                tally.http("claim", resp)
+                await asyncio.sleep(0.05)
+                continue
+            order = orjson.loads(resp.content)
+            claimed[order["id"]] = received
+            await start_and_complete(client, order, tally, None)
+        tally.note("paced: a runner hit its loop bound")
+    finally:
+        stop_waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop_waiter
+
+
+async def produce(
+    admin: httpx.AsyncClient,
+    runners: list[Runner],
+    rate: float,
+    total: int,
+    producers: int,
+    sent: dict[str, float],
+    tally: Tally,
+) -> tuple[float, float, float]:
+    """Create `total` orders, order i due at t0 + i/rate; returns (t0, first send, last send)."""
+    t0 = time.monotonic() + 0.05
+    give_up_at = t0 + total / rate + 30.0
+    next_index = 0
+    first_send, last_send = math.inf, 0.0
+
+    async def producer() -> None:
+        nonlocal next_index, first_send, last_send
+        while next_index < total:
+            i = next_index
+            next_index += 1
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {"serverId": runners[i % len(runners)].server_id, "playbookKey": PLAYBOOK_KEY}
+            send_at = time.monotonic()
+            if send_at > give_up_at:
+                tally.note("paced: producers fell more than 30 s behind; stopped creating")
+                return
+            first_send, last_send = min(first_send, send_at), max(last_send, send_at)
+            try:
+                resp = await post_json(admin, "/orders", body)
+            except httpx.HTTPError as exc:
+                tally.exc("create", exc)
+                continue
+            if resp.status_code == 201:
+                sent[orjson.loads(resp.content)["order"]["id"]] = send_at
+            else:
+                tally.http("create", resp)
+
+    await asyncio.gather(*(producer() for _ in range(producers)))
+    return t0, first_send, last_send
+
+
+async def drain_leftovers(clients: list[httpx.AsyncClient], tally: Tally) -> int:
+    """Claim+start+complete whatever is still queued so that the next round starts empty."""
+    done = 0
+    for client in clients:
+        for _ in range(10_000):
+            try:
+                resp = await client.post("/runner/orders/claim-next?wait=0")
+            except httpx.HTTPError as exc:
+                tally.exc("cleanup claim", exc)
+                break
+            if resp.status_code != 200:
+                if resp.status_code != 204:
+                    tally.http("cleanup claim", resp)
+                break
+            if await start_and_complete(client, orjson.loads(resp.content), tally, None):
+                done += 1
+    return done
+
+
+async def run_paced(
+    base_url: str,
+    admin: httpx.AsyncClient,
+    runners: list[Runner],
+    rate: float,
+    duration: float,
+    meter: CpuMeter,
+) -> dict[str, Any]:
+    tally = Tally()
+    total = max(1, round(rate * duration))
+    # Enough producers that each one has time for its request before its next slot (~25 ms per create).
+    producers = max(4, min(64, math.ceil(rate / 25.0)))
+    sent: dict[str, float] = {}
+    claimed: dict[str, float] = {}
+    stop = asyncio.Event()
+    log(
+        f"paced: {rate:g} orders/s for {duration:g} s "
+        f"({total} orders, {producers} producers, {len(runners)} runners)"
+    )
+    async with runner_clients(base_url, runners) as clients:
+        hard_deadline = time.monotonic() + duration + STRAGGLER_WAIT_S + 60.0
+        tasks = [
+            asyncio.ensure_future(paced_runner(c, claimed, stop, hard_deadline, 10 * total + 1000, tally))
+            for c in clients
+        ]
+        await asyncio.sleep(0.5)  # let every runner park its first long-poll
+        meter.start()
+        _, first_send, last_send = await produce(admin, runners, rate, total, producers, sent, tally)
+        cpu = meter.stop()
+        straggler_deadline = time.monotonic() + STRAGGLER_WAIT_S
+        for _ in range(int(STRAGGLER_WAIT_S / 0.01) + 10):
+            if not (sent.keys() - claimed.keys()) or time.monotonic() > straggler_deadline:
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        unclaimed = len(sent.keys() - claimed.keys())
+        leftovers = await drain_leftovers(clients, tally)
+
+    latencies = [claimed[oid] - t for oid, t in sent.items() if oid in claimed]
+    errors = tally.lines()
+    if tally.server_errors:
+        errors.insert(0, f"{tally.server_errors} answers were 5xx")
+    if leftovers:
+        errors.append(f"{leftovers} orders were still queued after the round and were drained")
+    if len(sent) != total:
+        errors.append(f"only {len(sent)} of {total} orders were created")
+    span = last_send - first_send
+    achieved = (len(sent) - 1) / span if len(sent) > 1 and span > 0 else None
+    c2c = latency_summary(latencies, (50, 95, 99), with_max=True)
+    result: dict[str, Any] = {
+        "targetRate": rate,
+        "durationSeconds": duration,
+        "created": len(sent),
+        "achievedRate": round(achieved, 1) if achieved is not None else None,
+        "createToClaim": c2c,
+        "unclaimed": unclaimed,
+        "cpu": cpu,
+        "errors": errors,
+    }
+    log(
+        f"paced: achieved {result['achievedRate']}/s, create->claim p50 {c2c['p50Ms']} ms "
+        f"p99 {c2c['p99Ms']} ms, unclaimed {unclaimed}"
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# one backend
+
+
+async def bench_server(server: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
+    async with admin_client(server.base_url, server.admin_key, connections=80) as admin:
+        runners = await setup_fleet(admin, args.runners)
+        meter = CpuMeter(server.proc.pid if server.proc is not None else None)
+        drain = await run_drain(server.base_url, admin, runners, args.orders, args.drain_timeout, meter)
+        paced = [
+            await run_paced(server.base_url, admin, runners, rate, args.duration, meter)
+            for rate in args.rates
+        ]
+    return {"drain": drain, "paced": paced}
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"ikoma_bench_{secrets.token_hex(4)}"
+    asyncio.run(pg_create_database(name))
+    try:
+        yield PG_URL_PREFIX + name
+    finally:
+        try:
+            asyncio.run(pg_drop_database(name))
+        except Exception as exc:  # report, do not hide the benchmark's own outcome
+            log(f"could not drop database {name}: {exc}")
+
+
+def postgres_reachable() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+
+    async def probe() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ikoma-bench-{backend}-")))
+        if backend == "sqlite":
+            database_url = f"sqlite:///{data_dir / 'bench.db'}"
+        else:
+            database_url = stack.enter_context(postgres_database())
+        server = ServerProcess(database_url, data_dir, admin_key=secrets.token_urlsafe(24))
+        log(f"{backend}: starting server on {server.base_url}")
+        server.start()
+        stack.callback(server.stop)
+        server.wait_ready()
+        result = asyncio.run(bench_server(server, args))
+        if server.proc is not None and server.proc.poll() is not None:
+            raise BenchError(f"server exited during the benchmark:\n{server.log_tail()}")
+        return {"backend": backend, **result}
+    raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma list of sqlite,postgresql")
+    parser.add_argument("--runners", type=int, default=8, help="runners, each on its own server (default 8)")
+    parser.add_argument("--orders", type=int, default=4000, help="orders queued for the drain (default 4000)")
+    parser.add_argument("--rates", default="100,500,1000", help="paced creation rates in orders/s")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of each paced round (default 5)")
+    parser.add_argument("--drain-timeout", type=float, default=600.0, help="give up the drain after this (s)")
+    parser.add_argument("--quick", action="store_true", help="tiny run: 200 orders, rate 50, 2 s")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.orders, args.rates, args.duration = 200, "50", 2.0
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(args.backends) - {"sqlite", "postgresql"}
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    try:
+        args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        parser.error("--rates must be a comma list of numbers")
+    if not 1 <= args.runners <= 256 or not 1 <= args.orders <= 1_000_000:
+        parser.error("--runners must be 1..256 and --orders 1..1000000")
+    if any(not 0 < r <= 20_000 for r in args.rates) or not 0 < args.duration <= 600:
+        parser.error("rates must be in (0, 20000] and --duration in (0, 600]")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    results: list[dict[str, Any]] = []
+    failed = False
+    for backend in args.backends:
+        if backend == "postgresql":
+            why = postgres_reachable()
+            if why is not None:
+                log(f"postgresql: skipped, {PG_ADMIN_URL} is unreachable ({why})")
+                results.append({"backend": backend, "skipped": f"PostgreSQL unreachable: {why}"})
+                continue
+        try:
+            results.append(run_backend(backend, args))
+        except BenchError as exc:
+            log(f"{backend}: FAILED: {exc}")
+            results.append({"backend": backend, "failed": str(exc)})
+            failed = True
+    document = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "platform": platform.platform(),
+        },
+        "config": {
+            "runners": args.runners,
+            "orders": args.orders,
+            "rates": args.rates,
+            "durationSeconds": args.duration,
+            "longPollSeconds": LONG_POLL_S,
+        },
+        "results": results,
+    }
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    failed = failed or any(
+        r.get("drain", {}).get("errors") or any(p.get("errors") for p in r.get("paced", [])) for r in results
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

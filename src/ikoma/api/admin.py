@@ -1,0 +1,168 @@
+"""Admin routes (`x-ikoma-admin-key`): parse, call one service function, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Security
+from starlette.responses import Response
+
+from ikoma.api.deps import Ctx, admin_key_header
+from ikoma.api.schemas import (
+    AttachRunner,
+    CancelRequest,
+    OrderCreate,
+    OrderCreated,
+    OrderDetail,
+    OrderEventPublic,
+    OrderPage,
+    OrderPublic,
+    OrderStatusName,
+    PlaybookCreate,
+    PlaybookPublic,
+    RunnerCreate,
+    RunnerCreated,
+    RunnerPublic,
+    ServerCreate,
+    ServerPublic,
+    ServerUpdate,
+)
+from ikoma.contracts import REPORT_CONTRACT
+from ikoma.domain.lifecycle import OrderStatus
+from ikoma.services import orders, playbooks, runners, servers
+
+router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or invalid admin key"}}
+
+
+def _server_fields(body: ServerCreate | ServerUpdate) -> dict[str, Any]:
+    fields = body.model_dump(exclude_unset=True, by_alias=False)
+    if "runner_id" in fields and fields["runner_id"] is not None:
+        fields["runner_id"] = str(fields["runner_id"])
+    if isinstance(body, ServerCreate):
+        # defaults count on create even when the client left them out
+        fields = {**body.model_dump(by_alias=False, exclude={"runner_id"}), **fields}
+    return fields
+
+
+# --- servers ---------------------------------------------------------------------------------------
+@router.get("/servers", response_model=list[ServerPublic], responses=ERRORS)
+async def list_servers(ctx: Ctx) -> Any:
+    return await servers.list_servers(ctx.db)
+
+
+@router.post("/servers", status_code=201, response_model=ServerPublic, responses=ERRORS)
+async def create_server(body: ServerCreate, ctx: Ctx) -> Any:
+    return await servers.create_server(ctx.db, _server_fields(body))
+
+
+@router.get("/servers/{server_id}", response_model=ServerPublic, responses=ERRORS)
+async def get_server(server_id: uuid.UUID, ctx: Ctx) -> Any:
+    return await servers.get_server(ctx.db, str(server_id))
+
+
+@router.patch("/servers/{server_id}", response_model=ServerPublic, responses=ERRORS)
+async def update_server(server_id: uuid.UUID, body: ServerUpdate, ctx: Ctx) -> Any:
+    return await servers.update_server(ctx.db, str(server_id), _server_fields(body))
+
+
+@router.delete("/servers/{server_id}", status_code=204, responses=ERRORS)
+async def delete_server(server_id: uuid.UUID, ctx: Ctx) -> Response:
+    await servers.delete_server(ctx.db, str(server_id))
+    return Response(status_code=204)
+
+
+@router.api_route("/servers/{server_id}/attach-runner", methods=["PATCH", "POST"], response_model=ServerPublic, responses=ERRORS)
+async def attach_runner(server_id: uuid.UUID, body: AttachRunner, ctx: Ctx) -> Any:
+    """Legacy alias of `PATCH /v1/servers/:id {runnerId}` (seed 000), on PATCH and POST."""
+    runner_id = str(body.runner_id) if body.runner_id else None
+    return await servers.update_server(ctx.db, str(server_id), {"runner_id": runner_id})
+
+
+# --- runners ---------------------------------------------------------------------------------------
+@router.get("/runners", response_model=list[RunnerPublic], responses=ERRORS)
+async def list_runners(ctx: Ctx) -> Any:
+    return await runners.list_runners(ctx.db, stale_after=ctx.settings.stale_after)
+
+
+@router.post("/runners", status_code=201, response_model=RunnerCreated, responses=ERRORS)
+async def create_runner(body: RunnerCreate, ctx: Ctx) -> Any:
+    return await runners.create_runner(ctx.db, name=body.name, stale_after=ctx.settings.stale_after)
+
+
+# --- playbooks -------------------------------------------------------------------------------------
+@router.get("/playbooks", response_model=list[PlaybookPublic], responses=ERRORS)
+async def list_playbooks(ctx: Ctx) -> Any:
+    return await playbooks.list_playbooks(ctx.db)
+
+
+@router.post("/playbooks", status_code=201, response_model=PlaybookPublic, responses=ERRORS)
+async def create_playbook(body: PlaybookCreate, ctx: Ctx) -> Any:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    from ikoma.domain.errors import Invalid
+
+    try:
+        Draft202012Validator.check_schema(body.params_schema)
+    except SchemaError as exc:
+        raise Invalid(f"paramsSchema is not a valid JSON schema: {exc.message}", field="paramsSchema") from None
+    fields = body.model_dump(by_alias=False)
+    fields["default_timeout_s"] = fields.pop("default_timeout_seconds")
+    fields["name"] = fields["name"] or body.key
+    return await playbooks.create_playbook(ctx.db, fields)
+
+
+# --- orders ----------------------------------------------------------------------------------------
+@router.post("/orders", status_code=201, response_model=OrderCreated, responses=ERRORS)
+async def create_order(
+    body: OrderCreate,
+    ctx: Ctx,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+) -> Any:
+    payload = body.model_dump(mode="json", by_alias=False)
+    order, replayed = await orders.create_order(
+        ctx.db, ctx.wakeups, payload, idempotency_key=idempotency_key, default_timeout=ctx.settings.order_timeout
+    )
+    if replayed:
+        response.status_code = 200
+    return {"order": order, "report_contract": REPORT_CONTRACT}
+
+
+@router.get("/orders", response_model=OrderPage, responses=ERRORS)
+async def list_orders(
+    ctx: Ctx,
+    status: OrderStatusName | None = None,
+    server_id: Annotated[uuid.UUID | None, Query(alias="serverId")] = None,
+    runner_id: Annotated[uuid.UUID | None, Query(alias="runnerId")] = None,
+    playbook_key: Annotated[str | None, Query(alias="playbookKey", max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Any:
+    items, next_cursor = await orders.list_orders(
+        ctx.db,
+        status=OrderStatus(status) if status else None,
+        server_id=str(server_id) if server_id else None,
+        runner_id=str(runner_id) if runner_id else None,
+        playbook_key=playbook_key,
+        limit=limit,
+        cursor=cursor,
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/orders/{order_id}", response_model=OrderDetail, responses=ERRORS)
+async def get_order(order_id: uuid.UUID, ctx: Ctx) -> Any:
+    return await orders.get_order(ctx.db, str(order_id))
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderPublic, responses=ERRORS)
+async def cancel_order(order_id: uuid.UUID, ctx: Ctx, body: CancelRequest | None = None) -> Any:
+    return await orders.cancel_order(ctx.db, str(order_id), reason=body.reason if body else None)
+
+
+@router.get("/orders/{order_id}/events", response_model=list[OrderEventPublic], responses=ERRORS)
+async def order_events(order_id: uuid.UUID, ctx: Ctx) -> Any:
+    return await orders.list_events(ctx.db, str(order_id))

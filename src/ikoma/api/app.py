@@ -1,0 +1,68 @@
+"""The ASGI app: built from settings by `create_app`, the one place routes and services meet."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from ikoma import __version__, bootstrap
+from ikoma.api import admin, errors, health, openapi, runner
+from ikoma.api.policy import PolicyMiddleware
+from ikoma.services.admin_keys import ensure_admin_key
+from ikoma.services.reconciler import stop
+from ikoma.settings import Settings
+from ikoma.storage import migrate
+from ikoma.storage.urls import redact
+
+log = structlog.get_logger("ikoma.server")
+
+
+def create_app(
+    settings: Settings, *, run_migrations: bool = True, run_reconciler: bool = True, announce: bool = False
+) -> FastAPI:
+    ctx = bootstrap.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.resolved_database_url
+        if run_migrations:
+            # fail-fast: a database that cannot be brought to the head stops start-up
+            await migrate.upgrade(url)
+        ctx.head_revision = migrate.head_revision()
+        setup = await ensure_admin_key(ctx.db, settings.admin_key.get_secret_value() if settings.admin_key else None)
+        ctx.keyring = setup.keyring
+        app.state.admin_key_announcement = setup.announcement
+        task = asyncio.create_task(ctx.reconciler.run_forever(), name="reconciler") if run_reconciler else None
+        log.info("started", database=redact(url), dialect=ctx.db.dialect, version=__version__)
+        if announce:
+            base = f"http://{settings.host}:{settings.port}"
+            print(  # noqa: T201 - the operator reads this on the terminal, not in the logs
+                f"IKOMA {__version__} on {base}  (API {base}/v1, docs {base}/docs, metrics {base}/metrics)\n"
+                f"database: {redact(url)}\n{setup.announcement}",
+                flush=True,
+            )
+        try:
+            yield
+        finally:
+            await stop(task)
+            await ctx.db.dispose()
+
+    app = FastAPI(
+        title="IKOMA Control Plane",
+        version=__version__,
+        description="Runners pull orders (runs of named playbooks) from one API. See docs/api.md.",
+        lifespan=lifespan,
+        default_response_class=errors.FastJSONResponse,
+    )
+    app.state.ctx = ctx
+    app.add_middleware(PolicyMiddleware, keyring=lambda: ctx.keyring)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    app.router.routes.extend(runner.routes)
+    openapi.install(app)
+    return app

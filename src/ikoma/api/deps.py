@@ -1,0 +1,21 @@
+"""Typed dependencies for admin routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from ikoma.bootstrap import Context
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(context)]
+
+# Checked by PolicyMiddleware before routing; declared here so OpenAPI shows the requirement.
+admin_key_header = APIKeyHeader(name="x-ikoma-admin-key", auto_error=False, description="Admin key")

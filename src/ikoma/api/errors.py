@@ -1,0 +1,103 @@
+"""One JSON error shape everywhere: `{"reason", "message", "details"?, "errors"?}`, never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ikoma.domain.errors import DomainError
+
+log = structlog.get_logger("ikoma.api")
+
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data, option=JSON_OPTIONS), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, reason: str, message: str, **extra: Any) -> Response:
+    body: dict[str, Any] = {"reason": reason, "message": message}
+    body.update({k: v for k, v in extra.items() if v})
+    return json_response(body, status)
+
+
+def validation_errors(errors: list[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """pydantic errors → [{path, message, type}] with dotted camelCase paths (`report.steps.0.name`)."""
+    out = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        # FastAPI prefixes where the value came from; keep the field path only.
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        out.append({"path": ".".join([*prefix, *loc]), "message": err.get("msg", "invalid"), "type": err.get("type", "")})
+    return out
+
+
+HTTP_REASONS = {404: "route_not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+
+
+def _is_database_outage(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    module = type(exc).__module__
+    return module.startswith("asyncpg") and "Connection" in type(exc).__name__
+
+
+def install(app: FastAPI) -> None:
+    async def domain_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
+        extra: dict[str, Any] = {}
+        details = dict(exc.details)
+        if "errors" in details:
+            extra["errors"] = details.pop("errors")
+        return error_response(exc.status_code, exc.reason, exc.message, details=details, **extra)
+
+    async def request_invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        json_invalid = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if json_invalid:
+            return error_response(400, "invalid_json", "request body is not valid JSON")
+        return error_response(422, "validation_error", "request is invalid", errors=validation_errors(list(exc.errors())))
+
+    async def model_invalid(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError)
+        return error_response(422, "validation_error", "request is invalid", errors=validation_errors(list(exc.errors())))
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        reason = HTTP_REASONS.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, reason, str(exc.detail))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        if _is_database_outage(exc):
+            log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+            return error_response(503, "database_unavailable", "the database is not answering; retry shortly")
+        log.exception("unhandled_error", path=request.url.path)
+        return error_response(500, "internal_error", "unexpected server error; it was logged")
+
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(RequestValidationError, request_invalid)
+    app.add_exception_handler(ValidationError, model_invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class FastJSONResponse(Response):
+    """FastAPI's default response class, rendered by orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=JSON_OPTIONS)

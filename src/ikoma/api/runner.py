@@ -1,0 +1,155 @@
+"""Runner routes: the hot path (heartbeat, claim-next, start, heartbeat, complete).
+
+Plain Starlette routes on purpose (docs/performance.md): credentials are checked first, the body is
+validated with pydantic TypeAdapters, and answers are serialized straight to bytes. Their OpenAPI
+description is added by `openapi.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ikoma.api.errors import error_response, validation_errors
+from ikoma.api.schemas import (
+    ClaimedOrder,
+    CompleteBody,
+    LeaseBody,
+    OrderHeartbeatAnswer,
+    OrderPublic,
+    RunnerHeartbeat,
+    RunnerHeartbeatAnswer,
+)
+from ikoma.bootstrap import Context
+from ikoma.contracts import parse_report
+from ikoma.domain.errors import Invalid
+from ikoma.domain.lifecycle import OrderStatus
+from ikoma.services.dispatch import MAX_WAIT_SECONDS, RunnerIdentity
+
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY_BYTES = 1024 * 1024  # reports bigger than this belong in logs/artifacts, not the report
+
+
+def _ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+async def _identity(request: Request) -> RunnerIdentity:
+    headers = request.headers
+    return await _ctx(request).dispatcher.authenticate(headers.get("x-runner-id"), headers.get("x-runner-token"))
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise Invalid("request body is too large", reason="payload_too_large", limitBytes=MAX_BODY_BYTES)
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Invalid("request body is not valid JSON", reason="invalid_json") from None
+    return _adapter(model).validate_python(data)
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(model: type[M]) -> TypeAdapter[M]:
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = TypeAdapter(model)
+    return _ADAPTERS[model]
+
+
+def _order_id(request: Request) -> str:
+    raw = request.path_params["order_id"]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise Invalid("order id must be a UUID", field="id", value=raw[:100]) from None
+
+
+def _lease(body: LeaseBody) -> str | None:
+    return str(body.lease_token) if body.lease_token else None
+
+
+def _json(model: type[BaseModel], row: Any, status: int = 200) -> Response:
+    return Response(model.model_validate(row).model_dump_json(by_alias=True), status, media_type="application/json")
+
+
+async def runner_heartbeat(request: Request) -> Response:
+    identity = await _identity(request)
+    body = await _body(request, RunnerHeartbeat)
+    answer = await _ctx(request).dispatcher.record_heartbeat(
+        identity, version=body.version, hostname=body.hostname, capabilities=body.capabilities
+    )
+    return Response(RunnerHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True), media_type="application/json")
+
+
+async def claim_next(request: Request) -> Response:
+    identity = await _identity(request)
+    raw_wait = request.query_params.get("wait", "0")
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise Invalid(f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}", field="wait", value=raw_wait[:20])
+    order = await _ctx(request).dispatcher.claim_next(identity, wait=wait, disconnected=request.is_disconnected)
+    if order is None:
+        return Response(status_code=204)
+    return _json(ClaimedOrder, order)
+
+
+async def start(request: Request) -> Response:
+    identity = await _identity(request)
+    order_id = _order_id(request)
+    body = await _body(request, LeaseBody)
+    return _json(OrderPublic, await _ctx(request).dispatcher.start(identity, order_id, _lease(body)))
+
+
+async def order_heartbeat(request: Request) -> Response:
+    identity = await _identity(request)
+    order_id = _order_id(request)
+    body = await _body(request, LeaseBody)
+    answer = await _ctx(request).dispatcher.heartbeat(identity, order_id, _lease(body))
+    return Response(OrderHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True), media_type="application/json")
+
+
+async def complete(request: Request) -> Response:
+    identity = await _identity(request)
+    order_id = _order_id(request)
+    body = await _body(request, CompleteBody)
+    try:
+        report = parse_report(body.report)
+    except ValidationError as exc:
+        return error_response(
+            422, "validation_error", "report does not match its contract",
+            errors=validation_errors(list(exc.errors()), prefix=("report",)),
+        )
+    order = await _ctx(request).dispatcher.complete(
+        identity,
+        order_id,
+        outcome=OrderStatus(body.status),
+        report=body.report,
+        report_version=report.version,
+        report_summary=report.summary,
+        lease_token=_lease(body),
+    )
+    return _json(OrderPublic, order)
+
+
+routes = [
+    Route("/v1/runner/heartbeat", runner_heartbeat, methods=["POST"]),
+    Route("/v1/runner/orders/claim-next", claim_next, methods=["POST"]),
+    Route("/v1/runner/orders/{order_id}/start", start, methods=["POST"]),
+    Route("/v1/runner/orders/{order_id}/heartbeat", order_heartbeat, methods=["POST"]),
+    Route("/v1/runner/orders/{order_id}/complete", complete, methods=["POST"]),
+]

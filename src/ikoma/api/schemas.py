@@ -1,0 +1,265 @@
+"""Request and response shapes (camelCase on the wire): XCreate / XUpdate / XPublic families."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC (the database clock).
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(lambda v: v.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), return_type=str),
+]
+Id = Annotated[str, AfterValidator(lambda v: str(uuid.UUID(v)))]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+ShortText = Annotated[str, Field(min_length=1, max_length=100)]
+Role = Literal["observer", "builder", "operator", "admin"]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+# --- servers ---------------------------------------------------------------------------------------
+class ServerFields(Wire):
+    hostname: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    labels: dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]] | None = None
+    os_family: ShortText | None = None
+    os_version: ShortText | None = None
+    os_codename: ShortText | None = None
+    arch: ShortText | None = None
+    machine_kind: ShortText | None = None
+    virtualization: ShortText | None = None
+    hardware_profile: ShortText | None = None
+    runner_id: uuid.UUID | None = None
+
+
+class ServerCreate(ServerFields):
+    name: Name
+    hostname: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")]
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    labels: dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=dict
+    )
+    os_family: ShortText = "unknown"
+
+
+class ServerUpdate(ServerFields):
+    name: Name | None = None
+
+
+class AttachRunner(Wire):
+    runner_id: uuid.UUID | None
+
+
+class ServerPublic(Public):
+    id: str
+    name: str
+    hostname: str
+    port: int
+    labels: dict[str, str]
+    os_family: str
+    os_version: str | None
+    os_codename: str | None
+    arch: str | None
+    machine_kind: str | None
+    virtualization: str | None
+    hardware_profile: str | None
+    runner_id: str | None
+    runner_name: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --- runners ---------------------------------------------------------------------------------------
+class RunnerCreate(Wire):
+    name: Name
+
+
+class RunnerPublic(Public):
+    id: str
+    name: str
+    token_prefix: str
+    server_id: str | None
+    server_name: str | None
+    online: bool
+    last_heartbeat_at: UtcDatetime | None
+    version: str | None
+    hostname: str | None
+    capabilities: list[str]
+    created_at: UtcDatetime
+
+
+class RunnerCreated(RunnerPublic):
+    token: str = Field(description="Shown once; only its SHA-256 is stored.")
+
+
+# --- playbooks -------------------------------------------------------------------------------------
+class PlaybookCreate(Wire):
+    key: Annotated[str, Field(max_length=200, pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")]
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=5000)] = ""
+    params_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    min_role: Role = "operator"
+    destructive: bool = False
+    default_timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 1
+
+
+class PlaybookPublic(Public):
+    id: str
+    key: str
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    min_role: str
+    destructive: bool
+    default_timeout_seconds: int = Field(validation_alias="default_timeout_s")
+    max_attempts: int
+    builtin: bool
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+# --- orders ----------------------------------------------------------------------------------------
+OrderStatusName = Literal["QUEUED", "CLAIMED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "STALE"]
+
+
+class OrderCreate(Wire):
+    server_id: uuid.UUID
+    playbook_key: Annotated[str, Field(min_length=1, max_length=200)]
+    action: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_.-]*$")] = "run"
+    params: dict[str, Any] = Field(default_factory=dict)
+    runner_id: uuid.UUID | None = None
+    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=20)] | None = None
+
+
+class OrderPublic(Public):
+    id: str
+    status: OrderStatusName
+    server_id: str
+    runner_id: str | None
+    playbook_key: str
+    action: str
+    params: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int = Field(validation_alias="timeout_s")
+    lease_expires_at: UtcDatetime | None
+    cancel_requested: bool
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    claimed_at: UtcDatetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    not_before: UtcDatetime | None
+    report_version: str | None
+    report_summary: str | None
+    status_reason: str | None
+
+
+class ClaimedOrder(OrderPublic):
+    lease_token: str = Field(description="Fencing token: present it on start, heartbeat and complete.")
+
+
+class AttemptPublic(Public):
+    attempt: int
+    runner_id: str
+    claimed_at: UtcDatetime
+    started_at: UtcDatetime | None
+    ended_at: UtcDatetime | None
+    outcome: str | None
+    reason: str | None
+
+
+class OrderDetail(OrderPublic):
+    report: dict[str, Any] | None
+    attempts: list[AttemptPublic]
+
+
+class ReportContract(Public):
+    version: str
+    compatible_versions: list[str]
+    summary: str
+    duration_ms: int
+    steps: list[Any]
+    errors: list[Any]
+
+
+class OrderCreated(Public):
+    order: OrderPublic
+    report_contract: ReportContract
+
+
+class OrderPage(Public):
+    items: list[OrderPublic]
+    next_cursor: str | None
+
+
+class OrderEventPublic(Public):
+    id: int
+    order_id: str
+    at: UtcDatetime
+    from_status: str | None
+    to_status: str
+    reason: str
+    attempt: int
+    actor: str
+    details: dict[str, Any] | None
+
+
+class CancelRequest(Wire):
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+# --- runner routes ---------------------------------------------------------------------------------
+class RunnerHeartbeat(Wire):
+    version: Annotated[str, Field(max_length=100)] | None = None
+    hostname: Annotated[str, Field(max_length=255)] | None = None
+    capabilities: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=100)
+
+
+class LeaseBody(Wire):
+    lease_token: uuid.UUID | None = None
+
+
+class CompleteBody(LeaseBody):
+    status: Literal["SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"]
+    report: dict[str, Any]
+
+
+class RunnerHeartbeatAnswer(Public):
+    ok: bool
+    runner_id: str
+    server_id: str | None
+    server_time: UtcDatetime
+
+
+class OrderHeartbeatAnswer(Public):
+    order_id: str
+    status: OrderStatusName
+    lease_expires_at: UtcDatetime | None
+    cancel_requested: bool
+
+
+class ErrorBody(BaseModel):
+    reason: str
+    message: str
+    details: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,1 @@
+"""The `ikoma` command line: admin commands over the HTTP API."""

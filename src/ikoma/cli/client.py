@@ -1,0 +1,271 @@
+"""Admin HTTP client for the IKOMA API, and the connection options every command shares.
+
+One method per admin route of docs/api.md. Every failure, whether the API answered an error body or
+never answered at all, surfaces as `ApiError` so commands have a single thing to report.
+"""
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Annotated, Any, Self, cast
+from urllib.parse import quote
+
+import httpx
+import typer
+
+JsonObject = dict[str, Any]
+
+DEFAULT_API_URL = "http://127.0.0.1:3000"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+ADMIN_KEY_HEADER = "x-ikoma-admin-key"
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+ApiUrlOption = Annotated[
+    str,
+    typer.Option(
+        "--api-url",
+        envvar="IKOMA_API_URL",
+        help="Root URL of the IKOMA API (routes start with /v1/).",
+        rich_help_panel="Connection",
+    ),
+]
+# show_default stays off so the key never lands in --help output.
+AdminKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-key",
+        envvar="IKOMA_ADMIN_KEY",
+        help="Admin API key, sent as x-ikoma-admin-key.",
+        show_default=False,
+        rich_help_panel="Connection",
+    ),
+]
+
+
+class ApiError(Exception):
+    """An error to report: answered by the API, or status 0 when the CLI met it itself (no answer)."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        details: JsonObject | None = None,
+        errors: list[JsonObject] | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.details = details
+        self.errors = errors
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> "ApiError":
+        """Build the error from the API's `{"reason", "message", "details"?, "errors"?}` body."""
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
+            # Not the API's error shape (a proxy page, a server that is not IKOMA): keep what we can.
+            text = response.text.strip()[:200] or response.reason_phrase
+            return cls(response.status_code, f"http_{response.status_code}", text)
+        details = body.get("details")
+        errors = body.get("errors")
+        return cls(
+            response.status_code,
+            body["reason"],
+            str(body.get("message", "")),
+            details=details if isinstance(details, dict) else None,
+            errors=[e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else None,
+        )
+
+    def to_body(self) -> JsonObject:
+        """The error in the API's own shape, for `--json` output."""
+        body: JsonObject = {"reason": self.reason, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+@dataclass(frozen=True)
+class OrderFilters:
+    """Query filters of `GET /v1/orders`; None means "do not filter on this"."""
+
+    status: str | None = None
+    server_id: str | None = None
+    runner_id: str | None = None
+    playbook_key: str | None = None
+
+    def to_query(self) -> dict[str, str]:
+        query = {
+            "status": self.status,
+            "serverId": self.server_id,
+            "runnerId": self.runner_id,
+            "playbookKey": self.playbook_key,
+        }
+        return {name: value for name, value in query.items() if value is not None}
+
+
+def without_unset(**fields: Any) -> JsonObject:
+    """Keep only the options the user gave, so the server applies its own defaults to the rest."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _segment(value: str) -> str:
+    # Ids come from the command line: quoting keeps "a/../b" one path segment the API can refuse (422).
+    return quote(value, safe="")
+
+
+class AdminClient:
+    """Synchronous client of the admin routes, authenticated with the admin key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        admin_key: str | None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        if not admin_key:
+            raise ApiError(0, "missing_admin_key", "pass --admin-key or set IKOMA_ADMIN_KEY")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers={ADMIN_KEY_HEADER: admin_key}, timeout=timeout
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # Servers
+
+    def list_servers(self) -> list[JsonObject]:
+        return self._list("GET", "/v1/servers")
+
+    def create_server(self, fields: Mapping[str, Any]) -> JsonObject:
+        return self._object("POST", "/v1/servers", json=dict(fields))
+
+    def get_server(self, server_id: str) -> JsonObject:
+        return self._object("GET", f"/v1/servers/{_segment(server_id)}")
+
+    def update_server(self, server_id: str, fields: Mapping[str, Any]) -> JsonObject:
+        """PATCH the given fields only; `{"runnerId": None}` detaches the runner."""
+        return self._object("PATCH", f"/v1/servers/{_segment(server_id)}", json=dict(fields))
+
+    def delete_server(self, server_id: str) -> None:
+        self._request("DELETE", f"/v1/servers/{_segment(server_id)}")
+
+    def attach_runner(self, server_id: str, runner_id: str) -> JsonObject:
+        return self._object(
+            "POST", f"/v1/servers/{_segment(server_id)}/attach-runner", json={"runnerId": runner_id}
+        )
+
+    # Runners
+
+    def list_runners(self) -> list[JsonObject]:
+        return self._list("GET", "/v1/runners")
+
+    def create_runner(self, name: str) -> JsonObject:
+        """The answer carries `token`: the only time the API ever shows it."""
+        return self._object("POST", "/v1/runners", json={"name": name})
+
+    # Playbooks
+
+    def list_playbooks(self) -> list[JsonObject]:
+        return self._list("GET", "/v1/playbooks")
+
+    def create_playbook(self, fields: Mapping[str, Any]) -> JsonObject:
+        return self._object("POST", "/v1/playbooks", json=dict(fields))
+
+    # Orders
+
+    def create_order(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> JsonObject:
+        """Answer `{"order", "reportContract"}`; replaying an idempotency key returns the same order."""
+        headers = {IDEMPOTENCY_KEY_HEADER: idempotency_key} if idempotency_key is not None else None
+        return self._object("POST", "/v1/orders", json=dict(fields), headers=headers)
+
+    def list_orders(
+        self, filters: OrderFilters, cursor: str | None = None, limit: int | None = None
+    ) -> JsonObject:
+        """One page, newest first: `{"items": [Order], "nextCursor": str | None}`."""
+        params: dict[str, str | int] = {**filters.to_query()}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if limit is not None:
+            params["limit"] = limit
+        return self._object("GET", "/v1/orders", params=params)
+
+    def iter_orders(
+        self, filters: OrderFilters, cursor: str | None = None, page_size: int | None = None
+    ) -> Iterator[JsonObject]:
+        """Every matching order from `cursor` on, newest first, following `nextCursor` to the last page."""
+        while True:
+            page = self.list_orders(filters, cursor=cursor, limit=page_size)
+            yield from cast(list[JsonObject], page.get("items", []))
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
+    def get_order(self, order_id: str) -> JsonObject:
+        """The order plus its `report` and `attempts`."""
+        return self._object("GET", f"/v1/orders/{_segment(order_id)}")
+
+    def cancel_order(self, order_id: str, reason: str | None = None) -> JsonObject:
+        return self._object(
+            "POST", f"/v1/orders/{_segment(order_id)}/cancel", json=without_unset(reason=reason)
+        )
+
+    def order_events(self, order_id: str) -> list[JsonObject]:
+        """Status transitions, oldest first."""
+        return self._list("GET", f"/v1/orders/{_segment(order_id)}/events")
+
+    # Transport
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> JsonObject:
+        return cast(JsonObject, self._request(method, path, **kwargs))
+
+    def _list(self, method: str, path: str, **kwargs: Any) -> list[JsonObject]:
+        return cast(list[JsonObject], self._request(method, path, **kwargs))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: JsonObject | None = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        try:
+            response = self._http.request(method, path, json=json, params=params, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ApiError(0, "api_unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise ApiError(0, "api_timeout", f"no answer from {self.base_url} in time: {exc}") from exc
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise ApiError(0, "api_unreachable", f"cannot talk to {self.base_url}: {exc}") from exc
+        if response.is_error:
+            raise ApiError.from_response(response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(
+                response.status_code, "invalid_response", f"{method} {path} did not answer JSON"
+            ) from exc

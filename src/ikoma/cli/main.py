@@ -1,0 +1,101 @@
+"""The `ikoma` command: serve, up, db migrate|check, version, and the admin commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ikoma import __version__
+from ikoma.cli import orders, playbooks, runners, servers
+from ikoma.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="IKOMA Control Plane", no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(servers.app, name="servers")
+app.add_typer(runners.app, name="runners")
+app.add_typer(playbooks.app, name="playbooks")
+app.add_typer(orders.app, name="orders")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from ikoma import logs
+    from ikoma.api.app import create_app
+
+    logs.configure(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings, announce=True),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,  # the runner hot path would log thousands of lines a second
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        # start-up failed (migrations, database, port): uvicorn logged why; make the exit code say so
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve() -> None:
+    """Run the API and the reconciler with settings from the environment."""
+    _serve(_settings())
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="where SQLite and local state live")] = Path("data"),
+    port: Annotated[int | None, typer.Option(help="default: PORT or 3000")] = None,
+) -> None:
+    """Serve with local defaults: SQLite in ./data, the admin key and URLs printed."""
+    os.environ.setdefault("IKOMA_DATA_DIR", str(data_dir))
+    if port is not None:
+        os.environ["PORT"] = str(port)
+    _serve(_settings())
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (the server also does this at start)."""
+    from ikoma.storage import migrate
+
+    settings = _settings()
+    asyncio.run(migrate.upgrade(settings.resolved_database_url))
+    typer.echo(f"database at revision {migrate.head_revision()}")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Verify the database against the migration files (checksums, both ways) and the models."""
+    from ikoma.storage import migrate
+
+    report = asyncio.run(migrate.check(_settings().resolved_database_url))
+    if report.ok:
+        typer.echo(f"ok: database at {report.current}, migration files match the history, models match the schema")
+        return
+    for problem in report.problems:
+        typer.secho(f"problem: {problem}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the IKOMA version."""
+    typer.echo(__version__)

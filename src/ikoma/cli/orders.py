@@ -1,0 +1,280 @@
+"""`ikoma orders`: run a playbook on a server, then follow, inspect or cancel the order."""
+
+import json
+import time
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from ikoma.cli import output
+from ikoma.cli.client import (
+    DEFAULT_API_URL,
+    AdminClient,
+    AdminKeyOption,
+    ApiError,
+    ApiUrlOption,
+    JsonObject,
+    OrderFilters,
+)
+from ikoma.cli.output import Column, JsonOption
+
+app = typer.Typer(help="Create orders (a playbook run on a server) and follow them.", no_args_is_help=True)
+
+
+class OrderStatus(StrEnum):
+    QUEUED = "QUEUED"
+    CLAIMED = "CLAIMED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    STALE = "STALE"
+
+
+TERMINAL_STATUSES = frozenset(
+    status.value
+    for status in (
+        OrderStatus.SUCCEEDED,
+        OrderStatus.FAILED,
+        OrderStatus.CANCELLED,
+        OrderStatus.TIMEOUT,
+        OrderStatus.STALE,
+    )
+)
+POLL_INTERVAL_SECONDS = 0.5
+# Exit codes of `create --wait`: 0 SUCCEEDED, 1 any other end (or an API error), 3 still running at --timeout.
+EXIT_NOT_SUCCEEDED = 1
+EXIT_WAIT_TIMEOUT = 3
+
+COLUMNS: list[Column] = [
+    ("id", "ID"),
+    ("status", "STATUS"),
+    ("playbookKey", "PLAYBOOK"),
+    ("serverId", "SERVER"),
+    ("attempt", "ATTEMPT"),
+    ("createdAt", "CREATED"),
+    ("statusReason", "REASON"),
+]
+ATTEMPT_COLUMNS: list[Column] = [
+    ("attempt", "#"),
+    ("runnerId", "RUNNER"),
+    ("claimedAt", "CLAIMED"),
+    ("startedAt", "STARTED"),
+    ("endedAt", "ENDED"),
+    ("outcome", "OUTCOME"),
+    ("reason", "REASON"),
+]
+STEP_COLUMNS: list[Column] = [
+    ("name", "STEP"),
+    ("status", "STATUS"),
+    ("durationMs", "MS"),
+    ("exitCode", "EXIT"),
+]
+EVENT_COLUMNS: list[Column] = [
+    ("at", "AT"),
+    ("fromStatus", "FROM"),
+    ("toStatus", "TO"),
+    ("reason", "REASON"),
+    ("attempt", "ATTEMPT"),
+    ("actor", "ACTOR"),
+]
+
+OrderIdArg = Annotated[str, typer.Argument(help="Order id (UUID).", show_default=False)]
+
+
+def parse_param_value(text: str) -> Any:
+    """JSON when it parses (`3`, `true`, `null`, `[1]`, `"3"`), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_params(pairs: Sequence[str], params_json: str | None = None) -> dict[str, Any]:
+    """Order params: the `--params-json` object, then each `--param KEY=VALUE` set over it."""
+    params: dict[str, Any] = {}
+    if params_json is not None:
+        try:
+            base = json.loads(params_json)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--params-json") from exc
+        if not isinstance(base, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--params-json")
+        params.update(base)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        params[key] = parse_param_value(value)
+    return params
+
+
+def wait_for_end(client: AdminClient, order_id: str, timeout: float | None) -> tuple[JsonObject, bool]:
+    """Poll the order until its status is terminal or `timeout` seconds pass, with a live status line.
+
+    Returns the last order seen and whether it ended.
+    """
+    started = time.monotonic()
+    with output.live_status(f"order {order_id}") as line:
+        while True:
+            order = client.get_order(order_id)
+            elapsed = time.monotonic() - started
+            if order["status"] in TERMINAL_STATUSES:
+                return order, True
+            if timeout is not None and elapsed >= timeout:
+                return order, False
+            line.update(
+                Text(
+                    f"order {order_id}: {order['status']}, attempt {order['attempt']}/{order['maxAttempts']},"
+                    f" {elapsed:.1f}s"
+                )
+            )
+            pause = (
+                POLL_INTERVAL_SECONDS if timeout is None else min(POLL_INTERVAL_SECONDS, timeout - elapsed)
+            )
+            time.sleep(pause)
+
+
+def show_order_detail(order: JsonObject) -> None:
+    """The order's fields, then its attempts, then a summary of its report."""
+    output.show_object(order, as_json=False, skip=["report", "attempts"])
+    output.show_heading("Attempts")
+    output.show_list(order.get("attempts") or [], ATTEMPT_COLUMNS, as_json=False, empty="no attempts yet")
+    output.show_heading("Report")
+    report: JsonObject | None = order.get("report")
+    if not report:
+        output.show_absent("no report yet")
+        return
+    summary = {key: report.get(key) for key in ("version", "summary", "durationMs")}
+    summary["errors"] = [error.get("message") for error in report.get("errors") or []] or None
+    output.show_object(summary, as_json=False)
+    if report.get("steps"):
+        output.show_list(report["steps"], STEP_COLUMNS, as_json=False, empty="")
+
+
+@app.command("list")
+def list_orders(
+    status: Annotated[OrderStatus | None, typer.Option("--status", case_sensitive=False)] = None,
+    server_id: Annotated[str | None, typer.Option("--server", help="Server id.")] = None,
+    runner_id: Annotated[str | None, typer.Option("--runner", help="Runner id.")] = None,
+    playbook_key: Annotated[str | None, typer.Option("--playbook", help="Playbook key.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=500, help="Orders per page (API default 50).")
+    ] = None,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Start after this page cursor.")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow nextCursor through every page.")] = False,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List orders, newest first. --json prints {"items", "nextCursor"}."""
+    filters = OrderFilters(status=status, server_id=server_id, runner_id=runner_id, playbook_key=playbook_key)
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        page: JsonObject
+        if all_pages:
+            page = {"items": list(client.iter_orders(filters, cursor, page_size=limit)), "nextCursor": None}
+        else:
+            page = client.list_orders(filters, cursor=cursor, limit=limit)
+    if as_json:
+        output.print_json(page)
+        return
+    output.show_list(page["items"], COLUMNS, as_json=False, empty="no orders")
+    if page.get("nextCursor"):
+        output.notice(f"more orders: add --all, or --cursor {page['nextCursor']}")
+
+
+@app.command("show")
+def show_order(
+    order_id: OrderIdArg,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show an order with its attempts and report."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        order = client.get_order(order_id)
+    if as_json:
+        output.print_json(order)
+    else:
+        show_order_detail(order)
+
+
+@app.command("events")
+def order_events(
+    order_id: OrderIdArg,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the status transitions of an order, oldest first."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        output.show_list(client.order_events(order_id), EVENT_COLUMNS, as_json=as_json, empty="no events")
+
+
+@app.command("cancel")
+def cancel_order(
+    order_id: OrderIdArg,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, kept in the order's events.")] = None,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel an order: at once if not started yet, else the runner is asked to stop."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        output.show_object(client.cancel_order(order_id, reason), as_json=as_json)
+
+
+@app.command("create")
+def create_order(
+    server_id: Annotated[str, typer.Option("--server", help="Server id to run on.")],
+    playbook_key: Annotated[str, typer.Option("--playbook", help="Playbook key to run.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", metavar="KEY=VALUE", help="Param; VALUE is read as JSON when it parses."),
+    ] = None,
+    params_json: Annotated[
+        str | None, typer.Option("--params-json", metavar="JSON", help="Params as one JSON object.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Replaying the same key returns the same order.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the order until it ends.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0, help="With --wait: give up after SECONDS (exit 3).")
+    ] = None,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Order a playbook run on a server.
+
+    --json prints {"order", "reportContract"}, or with --wait the final order.
+
+    --wait exits 0 when the order SUCCEEDED, 1 when it ended otherwise, 3 when --timeout came first.
+    """
+    if timeout is not None and not wait:
+        raise typer.BadParameter("only bounds --wait; add --wait", param_hint="--timeout")
+    fields = {
+        "serverId": server_id,
+        "playbookKey": playbook_key,
+        "params": parse_params(param or [], params_json),
+    }
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        created = client.create_order(fields, idempotency_key=idempotency_key)
+        if not wait:
+            output.show_object(created if as_json else created["order"], as_json=as_json)
+            return
+        order, ended = wait_for_end(client, created["order"]["id"], timeout)
+    if as_json:
+        output.print_json(order)
+    else:
+        show_order_detail(order)
+    if not ended:
+        message = f"order {order['id']} is still {order['status']} after {timeout}s"
+        output.print_error(ApiError(0, "wait_timeout", message), as_json=as_json)
+        raise typer.Exit(EXIT_WAIT_TIMEOUT)
+    raise typer.Exit(0 if order["status"] == OrderStatus.SUCCEEDED else EXIT_NOT_SUCCEEDED)

@@ -1,0 +1,97 @@
+"""`ikoma playbooks`: list and declare the playbooks orders can run."""
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ikoma.cli import output
+from ikoma.cli.client import DEFAULT_API_URL, AdminClient, AdminKeyOption, ApiUrlOption, without_unset
+from ikoma.cli.output import Column, JsonOption
+
+app = typer.Typer(help="Manage playbooks: the actions orders can run.", no_args_is_help=True)
+
+COLUMNS: list[Column] = [
+    ("key", "KEY"),
+    ("name", "NAME"),
+    ("minRole", "MIN ROLE"),
+    ("destructive", "DESTRUCTIVE"),
+    ("maxAttempts", "MAX ATTEMPTS"),
+    ("defaultTimeoutSeconds", "TIMEOUT (S)"),
+    ("builtin", "BUILTIN"),
+]
+
+
+class Role(StrEnum):
+    OBSERVER = "observer"
+    BUILDER = "builder"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+def read_params_schema(path: Path) -> dict[str, Any]:
+    """The JSON schema object stored in `path`."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        message = f"cannot read a JSON schema from {path}: {exc}"
+        raise typer.BadParameter(message, param_hint="--params-schema") from exc
+    if not isinstance(schema, dict):
+        raise typer.BadParameter(f"{path} must hold a JSON object", param_hint="--params-schema")
+    return schema
+
+
+@app.command("list")
+def list_playbooks(
+    api_url: ApiUrlOption = DEFAULT_API_URL, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+) -> None:
+    """List every playbook, built-in ones included."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        output.show_list(client.list_playbooks(), COLUMNS, as_json=as_json, empty="no playbooks")
+
+
+@app.command("create")
+def create_playbook(
+    key: Annotated[str, typer.Argument(help="Unique dotted key, e.g. system.reboot.", show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", help="Human name.")] = None,
+    description: Annotated[str | None, typer.Option("--description", help="What it does.")] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option("--max-attempts", min=1, max=20, help="Claims allowed per order (API default 1)."),
+    ] = None,
+    timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--timeout", min=1, max=86400, help="Default order timeout in seconds (API default 3600)."
+        ),
+    ] = None,
+    min_role: Annotated[
+        Role | None,
+        typer.Option("--min-role", help="Lowest role allowed to order it (API default operator)."),
+    ] = None,
+    destructive: Annotated[
+        bool, typer.Option("--destructive", help="Mark it as changing the server.")
+    ] = False,
+    params_schema: Annotated[
+        Path | None,
+        typer.Option("--params-schema", metavar="FILE", help="JSON schema file for the order params."),
+    ] = None,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Declare a playbook."""
+    fields = without_unset(
+        key=key,
+        name=name,
+        description=description,
+        maxAttempts=max_attempts,
+        defaultTimeoutSeconds=timeout,
+        minRole=min_role.value if min_role else None,
+        destructive=destructive or None,
+        paramsSchema=read_params_schema(params_schema) if params_schema else None,
+    )
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        output.show_object(client.create_playbook(fields), as_json=as_json)

@@ -1,0 +1,344 @@
+"""The runner hot path: claim-next, start, heartbeat and complete.
+
+Every write is a compare-and-set on the state the domain allows (status, runner and, when the runner
+presents it, the lease token), so a late or duplicate call can never apply a transition twice; when the
+guard does not match, `diagnose_runner_refusal` explains why with seed 000's 409 reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select, update
+
+from ikoma.domain.errors import Unauthorized
+from ikoma.domain.lifecycle import (
+    COMPLETE_FROM,
+    HEARTBEAT_FROM,
+    START_FROM,
+    OrderStatus,
+    OrderView,
+    Reason,
+    RetryPolicy,
+    diagnose_runner_refusal,
+    should_retry,
+)
+from ikoma.domain import tokens
+from ikoma.metrics import Metrics
+from ikoma.services import history
+from ikoma.services.wakeups import FALLBACK_POLL_SECONDS, Wakeups
+from ikoma.storage.clock import db_now
+from ikoma.storage.database import Database, Tx
+from ikoma.storage.tables import order_attempts, orders, runners, servers
+
+MAX_WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerIdentity:
+    runner_id: str
+    server_id: str | None
+
+    @property
+    def actor(self) -> str:
+        return f"runner:{self.runner_id}"
+
+
+_AUTH = (
+    select(runners.c.token_hash, runners.c.revoked_at, servers.c.id.label("server_id"))
+    .select_from(runners.outerjoin(servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None))))
+    .where(runners.c.id == bindparam("runner_id"))
+)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        claim_lease: float,
+        wakeups: Wakeups,
+        metrics: Metrics,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.db = db
+        self.claim_lease = claim_lease
+        self.wakeups = wakeups
+        self.metrics = metrics
+        self.retry = retry or RetryPolicy()
+
+    async def authenticate(self, runner_id: str | None, token: str | None) -> RunnerIdentity:
+        """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner."""
+        if not runner_id or not token or not _is_uuid(runner_id):
+            raise Unauthorized("runner credentials are missing or invalid")
+        async with self.db.read() as tx:
+            row = (await tx.execute(_AUTH, {"runner_id": runner_id})).first()
+        if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
+            raise Unauthorized("runner credentials are missing or invalid")
+        return RunnerIdentity(runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id)
+
+    async def record_heartbeat(
+        self, identity: RunnerIdentity, *, version: str | None, hostname: str | None, capabilities: list[str] | None
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {"last_heartbeat_at": db_now()}
+        if version is not None:
+            values["version"] = version
+        if hostname is not None:
+            values["hostname"] = hostname
+        if capabilities is not None:
+            values["capabilities"] = capabilities
+        async with self.db.write() as tx:
+            now = (
+                await tx.execute(
+                    update(runners).where(runners.c.id == identity.runner_id).values(values).returning(runners.c.last_heartbeat_at)
+                )
+            ).scalar_one()
+        return {"ok": True, "runnerId": identity.runner_id, "serverId": identity.server_id, "serverTime": now}
+
+    # --- claim ---------------------------------------------------------------------------------------
+
+    def _claim_statement(self, identity: RunnerIdentity, lease_token: str) -> Any:
+        mine = orders.c.runner_id == identity.runner_id
+        if identity.server_id is not None:
+            mine = or_(mine, orders.c.server_id == identity.server_id)
+        oldest = (
+            select(orders.c.id)
+            .where(
+                orders.c.status == OrderStatus.QUEUED.value,
+                mine,
+                or_(orders.c.not_before.is_(None), orders.c.not_before <= db_now()),
+            )
+            .order_by(orders.c.created_at, orders.c.id)
+            .limit(1)
+            # PostgreSQL: concurrent claimers skip each other's row instead of queueing on it.
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        return (
+            update(orders)
+            .where(orders.c.id == oldest, orders.c.status == OrderStatus.QUEUED.value)
+            .values(
+                status=OrderStatus.CLAIMED.value,
+                runner_id=identity.runner_id,
+                lease_token=lease_token,
+                lease_expires_at=db_now(self.claim_lease),
+                claimed_at=db_now(),
+                attempt=orders.c.attempt + 1,
+                status_reason=Reason.CLAIMED.value,
+                updated_at=db_now(),
+            )
+            .returning(*orders.c)
+        )
+
+    async def claim_once(self, identity: RunnerIdentity) -> dict[str, Any] | None:
+        lease_token = str(uuid.uuid4())
+        async with self.db.write() as tx:
+            row = (await tx.execute(self._claim_statement(identity, lease_token))).mappings().first()
+            if row is None:
+                return None
+            await history.open_attempt(
+                tx, order_id=row["id"], attempt=row["attempt"], runner_id=identity.runner_id, lease_token=lease_token
+            )
+            await history.record_events(
+                tx,
+                [
+                    history.event(
+                        row["id"], OrderStatus.QUEUED, OrderStatus.CLAIMED, Reason.CLAIMED,
+                        attempt=row["attempt"], actor=identity.actor,
+                    )
+                ],
+            )
+        self.metrics.claims.inc()
+        self.metrics.count_transition(OrderStatus.CLAIMED)
+        return dict(row)
+
+    async def claim_next(
+        self, identity: RunnerIdentity, *, wait: float, disconnected: Any = None
+    ) -> dict[str, Any] | None:
+        """The oldest eligible order, claimed with a new lease; waits up to `wait` seconds for one."""
+        wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        with self.wakeups.listen(identity.runner_id, identity.server_id) as waiter:
+            while True:
+                waiter.clear()
+                order = await self.claim_once(identity)
+                remaining = deadline - loop.time()
+                if order is not None or remaining <= 0:
+                    return order
+                try:
+                    await asyncio.wait_for(waiter.wait(), timeout=min(remaining, FALLBACK_POLL_SECONDS))
+                except TimeoutError:
+                    pass
+                # A runner that hung up must not be handed an order it will never see.
+                if disconnected is not None and await disconnected():
+                    return None
+
+    # --- start / heartbeat / complete ----------------------------------------------------------------
+
+    async def _refusal(self, tx: Tx, identity: RunnerIdentity, order_id: str, lease_token: str | None, expected: frozenset[OrderStatus]) -> Exception:
+        row = (
+            await tx.execute(
+                select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(orders.c.id == order_id)
+            )
+        ).first()
+        view = None if row is None else OrderView(row.id, OrderStatus(row.status), row.runner_id, row.lease_token)
+        return diagnose_runner_refusal(
+            view, runner_id=identity.runner_id, lease_token=lease_token, expected=expected, order_id=order_id
+        )
+
+    def _guard(self, identity: RunnerIdentity, order_id: str, lease_token: str | None, allowed: frozenset[OrderStatus]) -> list[Any]:
+        guard = [
+            orders.c.id == order_id,
+            orders.c.status.in_([s.value for s in allowed]) if len(allowed) > 1 else orders.c.status == next(iter(allowed)).value,
+            orders.c.runner_id == identity.runner_id,
+        ]
+        if lease_token is not None:
+            guard.append(orders.c.lease_token == lease_token)
+        return guard
+
+    async def start(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
+        async with self.db.write() as tx:
+            row = (
+                await tx.execute(
+                    update(orders)
+                    .where(*self._guard(identity, order_id, lease_token, START_FROM))
+                    .values(
+                        status=OrderStatus.RUNNING.value,
+                        started_at=db_now(),
+                        last_heartbeat_at=db_now(),
+                        lease_expires_at=db_now(self.claim_lease),
+                        executions=orders.c.executions + 1,
+                        status_reason=Reason.STARTED.value,
+                        updated_at=db_now(),
+                    )
+                    .returning(*orders.c)
+                )
+            ).mappings().first()
+            if row is None:
+                raise await self._refusal(tx, identity, order_id, lease_token, START_FROM)
+            await history.mark_attempt_started(tx, order_id=order_id, attempt=row["attempt"])
+            await history.record_events(
+                tx,
+                [history.event(order_id, OrderStatus.CLAIMED, OrderStatus.RUNNING, Reason.STARTED, attempt=row["attempt"], actor=identity.actor)],
+            )
+        self.metrics.count_transition(OrderStatus.RUNNING)
+        if row["claimed_at"] is not None and row["started_at"] is not None:
+            self.metrics.claim_to_start.observe(max(0.0, (row["started_at"] - row["claimed_at"]).total_seconds()))
+        return dict(row)
+
+    async def heartbeat(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
+        """Extend the lease; the answer tells the runner whether a cancel was requested."""
+        async with self.db.write() as tx:
+            row = (
+                await tx.execute(
+                    update(orders)
+                    .where(*self._guard(identity, order_id, lease_token, HEARTBEAT_FROM))
+                    .values(last_heartbeat_at=db_now(), lease_expires_at=db_now(self.claim_lease))
+                    .returning(orders.c.id, orders.c.status, orders.c.lease_expires_at, orders.c.cancel_requested)
+                )
+            ).first()
+            if row is None:
+                raise await self._refusal(tx, identity, order_id, lease_token, HEARTBEAT_FROM)
+        return {
+            "orderId": row.id,
+            "status": row.status,
+            "leaseExpiresAt": row.lease_expires_at,
+            "cancelRequested": bool(row.cancel_requested),
+        }
+
+    async def complete(
+        self,
+        identity: RunnerIdentity,
+        order_id: str,
+        *,
+        outcome: OrderStatus,
+        report: dict[str, Any],
+        report_version: str,
+        report_summary: str,
+        lease_token: str | None,
+    ) -> dict[str, Any]:
+        """Record the outcome and report; a FAILED run goes back to the queue while attempts remain."""
+        requeued = False
+        async with self.db.write() as tx:
+            row = (
+                await tx.execute(
+                    update(orders)
+                    .where(*self._guard(identity, order_id, lease_token, COMPLETE_FROM))
+                    .values(
+                        status=outcome.value,
+                        finished_at=db_now(),
+                        report=report,
+                        report_version=report_version,
+                        report_summary=report_summary,
+                        status_reason=Reason.COMPLETED.value,
+                        updated_at=db_now(),
+                    )
+                    .returning(*orders.c)
+                )
+            ).mappings().first()
+            if row is None:
+                replay = await self._replayed_completion(tx, identity, order_id, outcome, lease_token)
+                if replay is not None:
+                    return replay
+                raise await self._refusal(tx, identity, order_id, lease_token, COMPLETE_FROM)
+            attempt = row["attempt"]
+            await history.close_attempts(tx, [(order_id, attempt, outcome.value, Reason.COMPLETED.value)])
+            events = [history.event(order_id, OrderStatus.RUNNING, outcome, Reason.COMPLETED, attempt=attempt, actor=identity.actor)]
+            if should_retry(
+                outcome=outcome, executions=row["executions"], max_attempts=row["max_attempts"],
+                cancel_requested=bool(row["cancel_requested"]),
+            ):
+                delay = self.retry.delay_after(row["executions"])
+                row = (
+                    await tx.execute(
+                        update(orders)
+                        .where(orders.c.id == order_id, orders.c.status == outcome.value)
+                        .values(
+                            status=OrderStatus.QUEUED.value, not_before=db_now(delay), lease_token=None,
+                            lease_expires_at=None, finished_at=None, status_reason=Reason.RETRY.value, updated_at=db_now(),
+                        )
+                        .returning(*orders.c)
+                    )
+                ).mappings().one()
+                events.append(
+                    history.event(order_id, outcome, OrderStatus.QUEUED, Reason.RETRY, attempt=attempt, actor="system",
+                                  details={"delaySeconds": delay, "executions": row["executions"]})
+                )
+                requeued = True
+            await history.record_events(tx, events)
+        self.metrics.count_transition(outcome)
+        if requeued:
+            self.metrics.count_transition(OrderStatus.QUEUED)
+        return dict(row)
+
+    async def _replayed_completion(
+        self, tx: Tx, identity: RunnerIdentity, order_id: str, outcome: OrderStatus, lease_token: str | None
+    ) -> dict[str, Any] | None:
+        """The same attempt reporting the same outcome again (its first answer was lost): answer as before."""
+        attempt_filter = [order_attempts.c.order_id == order_id, order_attempts.c.runner_id == identity.runner_id]
+        if lease_token is not None:
+            attempt_filter.append(order_attempts.c.lease_token == lease_token)
+        closed = (
+            await tx.execute(
+                select(order_attempts.c.outcome, order_attempts.c.reason)
+                .where(*attempt_filter)
+                .order_by(order_attempts.c.attempt.desc())
+                .limit(1)
+            )
+        ).first()
+        if closed is None or closed.outcome != outcome.value or closed.reason != Reason.COMPLETED.value:
+            return None
+        row = (await tx.execute(select(orders).where(orders.c.id == order_id))).mappings().first()
+        return None if row is None else dict(row)

@@ -1,0 +1,74 @@
+"""The order's history: transition events and attempt rows. Every transition goes through here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+
+from ikoma.domain.lifecycle import OrderStatus
+from ikoma.storage.clock import db_now
+from ikoma.storage.database import Tx
+from ikoma.storage.tables import order_attempts, order_events
+
+_CLOSE_ATTEMPT = (
+    update(order_attempts)
+    .where(
+        order_attempts.c.order_id == bindparam("o_id"),
+        order_attempts.c.attempt == bindparam("o_attempt"),
+        # an attempt is closed once and never rewritten
+        order_attempts.c.ended_at.is_(None),
+    )
+    .values(ended_at=db_now(), outcome=bindparam("o_outcome"), reason=bindparam("o_reason"))
+)
+
+
+def event(
+    order_id: str,
+    from_status: OrderStatus | None,
+    to_status: OrderStatus,
+    reason: str,
+    *,
+    attempt: int,
+    actor: str,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "from_status": from_status.value if from_status else None,
+        "to_status": to_status.value,
+        "reason": reason,
+        "attempt": attempt,
+        "actor": actor,
+        "details": details,
+    }
+
+
+async def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
+    if events:
+        await tx.execute(insert(order_events), events)
+
+
+async def open_attempt(tx: Tx, *, order_id: str, attempt: int, runner_id: str, lease_token: str) -> None:
+    await tx.execute(
+        insert(order_attempts).values(
+            order_id=order_id, attempt=attempt, runner_id=runner_id, lease_token=lease_token, claimed_at=db_now()
+        )
+    )
+
+
+async def mark_attempt_started(tx: Tx, *, order_id: str, attempt: int) -> None:
+    await tx.execute(
+        update(order_attempts)
+        .where(order_attempts.c.order_id == order_id, order_attempts.c.attempt == attempt)
+        .values(started_at=db_now())
+    )
+
+
+async def close_attempts(tx: Tx, closings: list[tuple[str, int, str, str]]) -> None:
+    """Close attempts given as (order_id, attempt, outcome, reason)."""
+    if closings:
+        await tx.execute(
+            _CLOSE_ATTEMPT,
+            [{"o_id": o, "o_attempt": a, "o_outcome": out, "o_reason": r} for o, a, out, r in closings],
+        )

@@ -1,0 +1,260 @@
+"""Orders from the operator's side: create (idempotently), read, list, cancel, and their events."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any
+
+import jsonschema
+import orjson
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ikoma.domain.errors import Conflict, Invalid, NotFound
+from ikoma.domain.lifecycle import OrderStatus, Reason, check_transition
+from ikoma.services import history
+from ikoma.services.playbooks import find_playbook
+from ikoma.services.wakeups import Wakeups
+from ikoma.storage.clock import db_now
+from ikoma.storage.database import Database, Tx
+from ikoma.storage.tables import order_attempts, order_events, orders, runners, servers
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    """A stable fingerprint of a create request, to tell a replay from a different request."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _by_idempotency_key(tx: Tx, key: str) -> dict[str, Any] | None:
+    row = (await tx.execute(select(orders).where(orders.c.idempotency_key == key))).mappings().first()
+    return None if row is None else dict(row)
+
+
+def _replay(existing: dict[str, Any], fingerprint: str, key: str) -> dict[str, Any]:
+    if existing["request_hash"] != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was used with a different request",
+            reason="idempotency_conflict",
+            idempotencyKey=key,
+            orderId=existing["id"],
+        )
+    return existing
+
+
+def _validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.path))
+    if errors:
+        raise Invalid(
+            "params do not match the playbook's schema",
+            errors=[
+                {"path": ".".join(["params", *(str(p) for p in e.path)]), "message": e.message, "type": str(e.validator)}
+                for e in errors
+            ],
+        )
+
+
+async def create_order(
+    db: Database, wakeups: Wakeups, body: dict[str, Any], *, idempotency_key: str | None, default_timeout: float
+) -> tuple[dict[str, Any], bool]:
+    """Queue an order; returns (order, replayed). The same key and body gives back the same order."""
+    fingerprint = request_hash(body)
+    if idempotency_key is not None:
+        async with db.read() as tx:
+            existing = await _by_idempotency_key(tx, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint, idempotency_key), True
+    order_id = str(uuid.uuid4())
+    try:
+        async with db.write() as tx:
+            if idempotency_key is not None:
+                # Re-read inside the write transaction: on SQLite writers are serialized, so this
+                # closes the race; on PostgreSQL the unique index catches it (handled below).
+                existing = await _by_idempotency_key(tx, idempotency_key)
+                if existing is not None:
+                    return _replay(existing, fingerprint, idempotency_key), True
+            server = (
+                await tx.execute(
+                    select(servers.c.id, servers.c.runner_id).where(
+                        servers.c.id == body["server_id"], servers.c.deleted_at.is_(None)
+                    )
+                )
+            ).first()
+            if server is None:
+                raise Invalid("no server with this id", reason="unknown_server", field="serverId", serverId=body["server_id"])
+            playbook = await find_playbook(tx, body["playbook_key"])
+            if playbook is None:
+                raise Invalid(
+                    "no playbook with this key", reason="unknown_playbook", field="playbookKey", playbookKey=body["playbook_key"]
+                )
+            runner_id = body.get("runner_id")
+            if runner_id is not None:
+                known = (await tx.execute(select(runners.c.id).where(runners.c.id == runner_id))).first()
+                if known is None:
+                    raise Invalid("no runner with this id", reason="unknown_runner", field="runnerId", runnerId=runner_id)
+            else:
+                runner_id = server.runner_id
+            params = body.get("params") or {}
+            _validate_params(playbook["params_schema"], params)
+            timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
+            row = (
+                await tx.execute(
+                    insert(orders)
+                    .values(
+                        id=order_id,
+                        status=OrderStatus.QUEUED.value,
+                        server_id=server.id,
+                        runner_id=runner_id,
+                        playbook_key=playbook["key"],
+                        action=body.get("action") or "run",
+                        params=params,
+                        attempt=0,
+                        executions=0,
+                        max_attempts=body.get("max_attempts") or playbook["max_attempts"],
+                        timeout_s=int(timeout),
+                        cancel_requested=False,
+                        status_reason=Reason.CREATED.value,
+                        idempotency_key=idempotency_key,
+                        request_hash=fingerprint,
+                    )
+                    .returning(*orders.c)
+                )
+            ).mappings().one()
+            await history.record_events(
+                tx, [history.event(order_id, None, OrderStatus.QUEUED, Reason.CREATED, attempt=0, actor="admin")]
+            )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        async with db.read() as tx:
+            existing = await _by_idempotency_key(tx, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint, idempotency_key), True
+    wakeups.notify(row["runner_id"], row["server_id"])
+    return dict(row), False
+
+
+async def get_order(db: Database, order_id: str) -> dict[str, Any]:
+    async with db.read() as tx:
+        row = (await tx.execute(select(orders).where(orders.c.id == order_id))).mappings().first()
+        if row is None:
+            raise NotFound("no order with this id", orderId=order_id)
+        attempts = (
+            await tx.execute(
+                select(order_attempts).where(order_attempts.c.order_id == order_id).order_by(order_attempts.c.attempt)
+            )
+        ).mappings()
+        return {**row, "attempts": [dict(a) for a in attempts]}
+
+
+def encode_cursor(created_at: datetime, order_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{order_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, order_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), str(uuid.UUID(order_id))
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid("cursor is not one this API issued", field="cursor") from None
+
+
+async def list_orders(
+    db: Database,
+    *,
+    status: OrderStatus | None = None,
+    server_id: str | None = None,
+    runner_id: str | None = None,
+    playbook_key: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first, `limit` at a time; the cursor continues after the last order returned."""
+    query = select(orders)
+    if status is not None:
+        query = query.where(orders.c.status == status.value)
+    if server_id is not None:
+        query = query.where(orders.c.server_id == server_id)
+    if runner_id is not None:
+        query = query.where(orders.c.runner_id == runner_id)
+    if playbook_key is not None:
+        query = query.where(orders.c.playbook_key == playbook_key)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(orders.c.created_at < created_at, and_(orders.c.created_at == created_at, orders.c.id < last_id))
+        )
+    query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit + 1)
+    async with db.read() as tx:
+        rows = [dict(r) for r in (await tx.execute(query)).mappings()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
+async def cancel_order(db: Database, order_id: str, *, reason: str | None, actor: str = "admin") -> dict[str, Any]:
+    """QUEUED or CLAIMED → CANCELLED at once; RUNNING → cancel requested (the runner stops the work)."""
+    async with db.write() as tx:
+        row = (
+            await tx.execute(select(orders).where(orders.c.id == order_id).with_for_update())
+        ).mappings().first()
+        if row is None:
+            raise NotFound("no order with this id", orderId=order_id)
+        current = OrderStatus(row["status"])
+        details = {"reason": reason} if reason else None
+        if current == OrderStatus.RUNNING:
+            changed = (
+                await tx.execute(
+                    update(orders)
+                    .where(orders.c.id == order_id, orders.c.status == current.value)
+                    .values(cancel_requested=True, updated_at=db_now())
+                    .returning(*orders.c)
+                )
+            ).mappings().one()
+            await history.record_events(
+                tx,
+                [history.event(order_id, current, current, "cancel_requested", attempt=row["attempt"], actor=actor, details=details)],
+            )
+            return dict(changed)
+        check_transition(current, OrderStatus.CANCELLED, order_id=order_id)
+        changed = (
+            await tx.execute(
+                update(orders)
+                .where(orders.c.id == order_id, orders.c.status == current.value)
+                .values(
+                    status=OrderStatus.CANCELLED.value, cancel_requested=True, finished_at=db_now(),
+                    status_reason=Reason.CANCELLED_BY_USER.value, updated_at=db_now(),
+                )
+                .returning(*orders.c)
+            )
+        ).mappings().one()
+        if current == OrderStatus.CLAIMED:
+            await history.close_attempts(tx, [(order_id, row["attempt"], OrderStatus.CANCELLED.value, Reason.CANCELLED_BY_USER.value)])
+        await history.record_events(
+            tx,
+            [history.event(order_id, current, OrderStatus.CANCELLED, Reason.CANCELLED_BY_USER, attempt=row["attempt"], actor=actor, details=details)],
+        )
+        return dict(changed)
+
+
+async def list_events(db: Database, order_id: str) -> list[dict[str, Any]]:
+    async with db.read() as tx:
+        exists = (await tx.execute(select(orders.c.id).where(orders.c.id == order_id))).first()
+        if exists is None:
+            raise NotFound("no order with this id", orderId=order_id)
+        rows = await tx.execute(select(order_events).where(order_events.c.order_id == order_id).order_by(order_events.c.id))
+        return [dict(r) for r in rows.mappings()]
+
+
+async def count_by_status(db: Database) -> dict[str, int]:
+    from sqlalchemy import func
+
+    async with db.read() as tx:
+        rows = await tx.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+        return {status: int(count) for status, count in rows}

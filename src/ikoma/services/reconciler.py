@@ -1,0 +1,209 @@
+"""The reconciler: requeues expired claims, ends runs that stopped heartbeating or ran too long.
+
+One tick is one transaction. Every change is a guarded UPDATE that re-checks its condition against the
+database clock, so a heartbeat that lands during the tick is never overruled (no false STALE). With
+several API processes on one PostgreSQL, a transaction-scoped advisory lock elects the tick's leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+
+from ikoma.domain.lifecycle import OrderStatus, Reason, RetryPolicy, decide_lost_run
+from ikoma.metrics import Metrics
+from ikoma.services import history
+from ikoma.services.wakeups import Wakeups
+from ikoma.storage.clock import db_now
+from ikoma.storage.database import Database, Tx
+from ikoma.storage.tables import orders
+
+log = structlog.get_logger("ikoma.reconciler")
+
+ADVISORY_LOCK_KEY = 0x1C0A_0001  # arbitrary, fixed: "the IKOMA reconciler"
+BATCH = 500
+ACTOR = "reconciler"
+
+
+@dataclass
+class TickSummary:
+    leader: bool = True
+    requeued: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return len(self.requeued) + len(self.stale) + len(self.timed_out) + len(self.cancelled)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        stale_after: float,
+        interval: float,
+        wakeups: Wakeups,
+        metrics: Metrics,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.db = db
+        self.stale_after = stale_after
+        self.interval = interval
+        self.wakeups = wakeups
+        self.metrics = metrics
+        self.retry = retry or RetryPolicy()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                summary = await self.tick()
+                if summary.changed:
+                    log.info(
+                        "reconciled", requeued=len(summary.requeued), stale=len(summary.stale),
+                        timed_out=len(summary.timed_out), cancelled=len(summary.cancelled), retried=len(summary.retried),
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive a database outage
+                log.warning("reconcile_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            await asyncio.sleep(self.interval)
+
+    async def tick(self) -> TickSummary:
+        summary = TickSummary()
+        async with self.db.write() as tx:
+            if tx.dialect == "postgresql":
+                got = (await tx.execute(select(func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY)))).scalar_one()
+                if not got:
+                    summary.leader = False
+                    return summary
+            await self._time_out(tx, summary)
+            await self._end_lost_runs(tx, summary)
+            await self._requeue_expired_claims(tx, summary)
+        for status, ids in (
+            (OrderStatus.QUEUED, summary.requeued + summary.retried),
+            (OrderStatus.STALE, summary.stale),
+            (OrderStatus.TIMEOUT, summary.timed_out),
+            (OrderStatus.CANCELLED, summary.cancelled),
+        ):
+            if ids:
+                self.metrics.count_transition(status, len(ids))
+        if summary.requeued or summary.retried:
+            # a requeued order may be waited for by a long-polling runner right now
+            await self._wake(summary.requeued + summary.retried)
+        return summary
+
+    async def _wake(self, order_ids: list[str]) -> None:
+        async with self.db.read() as tx:
+            rows = await tx.execute(select(orders.c.runner_id, orders.c.server_id).where(orders.c.id.in_(order_ids)))
+            for row in rows:
+                self.wakeups.notify(row.runner_id, row.server_id)
+
+    async def _transition(
+        self, tx: Tx, where: list[Any], to: OrderStatus, reason: Reason, extra: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """Apply one set-based guarded transition; returns the rows that moved (id, attempt, ...)."""
+        candidates = select(orders.c.id).where(*where).limit(BATCH)
+        if tx.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        values: dict[str, Any] = {"status": to.value, "status_reason": reason.value, "updated_at": db_now()}
+        if to in (OrderStatus.TIMEOUT, OrderStatus.STALE, OrderStatus.CANCELLED):
+            values["finished_at"] = db_now()
+        values.update(extra or {})
+        return list(
+            await tx.execute(
+                update(orders)
+                .where(orders.c.id.in_(candidates.scalar_subquery()), *where)
+                .values(values)
+                .returning(
+                    orders.c.id, orders.c.status, orders.c.attempt, orders.c.executions,
+                    orders.c.max_attempts, orders.c.cancel_requested,
+                )
+            )
+        )
+
+    async def _time_out(self, tx: Tx, summary: TickSummary) -> None:
+        rows = await self._transition(
+            tx,
+            [orders.c.status == OrderStatus.RUNNING.value, orders.c.started_at < db_now(-orders.c.timeout_s)],
+            OrderStatus.TIMEOUT,
+            Reason.TIMED_OUT,
+        )
+        await self._record(tx, rows, OrderStatus.RUNNING, OrderStatus.TIMEOUT, Reason.TIMED_OUT, close=True)
+        summary.timed_out += [r.id for r in rows]
+
+    async def _end_lost_runs(self, tx: Tx, summary: TickSummary) -> None:
+        silent = func.coalesce(orders.c.last_heartbeat_at, orders.c.started_at) < db_now(-self.stale_after)
+        running = orders.c.status == OrderStatus.RUNNING.value
+        # A cancel was requested and the runner is gone: the user's wish stands, nothing is re-run.
+        cancelled = await self._transition(
+            tx, [running, silent, orders.c.cancel_requested.is_(True)], OrderStatus.CANCELLED, Reason.HEARTBEAT_LOST
+        )
+        await self._record(tx, cancelled, OrderStatus.RUNNING, OrderStatus.CANCELLED, Reason.HEARTBEAT_LOST, close=True)
+        summary.cancelled += [r.id for r in cancelled]
+        stale = await self._transition(
+            tx, [running, silent, orders.c.cancel_requested.is_(False)], OrderStatus.STALE, Reason.HEARTBEAT_LOST
+        )
+        await self._record(tx, stale, OrderStatus.RUNNING, OrderStatus.STALE, Reason.HEARTBEAT_LOST, close=True)
+        summary.stale += [r.id for r in stale]
+        retry_events = []
+        for row in stale:
+            path = decide_lost_run(cancel_requested=False, executions=row.executions, max_attempts=row.max_attempts)
+            if OrderStatus.QUEUED not in path:
+                continue
+            delay = self.retry.delay_after(row.executions)
+            await tx.execute(
+                update(orders)
+                .where(orders.c.id == row.id, orders.c.status == OrderStatus.STALE.value)
+                .values(
+                    status=OrderStatus.QUEUED.value, not_before=db_now(delay), lease_token=None, lease_expires_at=None,
+                    finished_at=None, status_reason=Reason.RETRY.value, updated_at=db_now(),
+                )
+            )
+            retry_events.append(
+                history.event(row.id, OrderStatus.STALE, OrderStatus.QUEUED, Reason.RETRY, attempt=row.attempt,
+                              actor=ACTOR, details={"delaySeconds": delay, "executions": row.executions})
+            )
+            summary.retried.append(row.id)
+        await history.record_events(tx, retry_events)
+
+    async def _requeue_expired_claims(self, tx: Tx, summary: TickSummary) -> None:
+        # Nothing ran yet (the runner never started), so requeueing is safe even for max_attempts=1.
+        rows = await self._transition(
+            tx,
+            [orders.c.status == OrderStatus.CLAIMED.value, orders.c.lease_expires_at < db_now()],
+            OrderStatus.QUEUED,
+            Reason.LEASE_EXPIRED,
+            {"lease_token": None, "lease_expires_at": None},
+        )
+        await self._record(tx, rows, OrderStatus.CLAIMED, OrderStatus.QUEUED, Reason.LEASE_EXPIRED, close=True, outcome="LEASE_EXPIRED")
+        summary.requeued += [r.id for r in rows]
+
+    async def _record(
+        self, tx: Tx, rows: list[Any], from_status: OrderStatus, to: OrderStatus, reason: Reason, *, close: bool, outcome: str | None = None
+    ) -> None:
+        if not rows:
+            return
+        if close:
+            await history.close_attempts(tx, [(r.id, r.attempt, outcome or to.value, reason.value) for r in rows])
+        await history.record_events(
+            tx, [history.event(r.id, from_status, to, reason, attempt=r.attempt, actor=ACTOR) for r in rows]
+        )
+
+
+async def stop(task: asyncio.Task[Any] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+

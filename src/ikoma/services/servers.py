@@ -1,0 +1,101 @@
+"""Servers: the machines orders run on. A server owns its runner relation (`servers.runner_id`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ikoma.domain.errors import Conflict, Invalid, NotFound
+from ikoma.domain.lifecycle import TERMINAL
+from ikoma.storage.clock import db_now
+from ikoma.storage.database import Database, Tx
+from ikoma.storage.tables import orders, runners, servers
+
+_WITH_RUNNER = (
+    select(*[c for c in servers.c if c.name != "deleted_at"], runners.c.name.label("runner_name"))
+    .select_from(servers.outerjoin(runners, runners.c.id == servers.c.runner_id))
+    .where(servers.c.deleted_at.is_(None))
+)
+
+
+async def _get(tx: Tx, server_id: str) -> dict[str, Any]:
+    row = (await tx.execute(_WITH_RUNNER.where(servers.c.id == server_id))).mappings().first()
+    if row is None:
+        raise NotFound("no server with this id", serverId=server_id)
+    return dict(row)
+
+
+async def _check_runner_free(tx: Tx, runner_id: str, server_id: str) -> None:
+    exists = (await tx.execute(select(runners.c.id).where(runners.c.id == runner_id))).first()
+    if exists is None:
+        raise Invalid("no runner with this id", reason="unknown_runner", field="runnerId", runnerId=runner_id)
+    holder = (
+        await tx.execute(
+            select(servers.c.id, servers.c.name).where(
+                servers.c.runner_id == runner_id, servers.c.id != server_id, servers.c.deleted_at.is_(None)
+            )
+        )
+    ).first()
+    if holder is not None:
+        raise Conflict(
+            f"runner is already attached to server {holder.name!r}; detach it there first",
+            runnerId=runner_id,
+            serverId=holder.id,
+        )
+
+
+async def create_server(db: Database, fields: dict[str, Any]) -> dict[str, Any]:
+    server_id = str(uuid.uuid4())
+    try:
+        async with db.write() as tx:
+            if fields.get("runner_id"):
+                await _check_runner_free(tx, fields["runner_id"], server_id)
+            await tx.execute(insert(servers).values(id=server_id, **fields))
+            return await _get(tx, server_id)
+    except IntegrityError:
+        raise Conflict(f"a server named {fields.get('name')!r} already exists", field="name") from None
+
+
+async def list_servers(db: Database) -> list[dict[str, Any]]:
+    async with db.read() as tx:
+        return [dict(r) for r in (await tx.execute(_WITH_RUNNER.order_by(servers.c.created_at, servers.c.id))).mappings()]
+
+
+async def get_server(db: Database, server_id: str) -> dict[str, Any]:
+    async with db.read() as tx:
+        return await _get(tx, server_id)
+
+
+async def update_server(db: Database, server_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply a partial update; `runner_id: None` detaches the runner."""
+    try:
+        async with db.write() as tx:
+            await _get(tx, server_id)
+            if changes.get("runner_id"):
+                await _check_runner_free(tx, changes["runner_id"], server_id)
+            if changes:
+                await tx.execute(update(servers).where(servers.c.id == server_id).values(**changes, updated_at=db_now()))
+            return await _get(tx, server_id)
+    except IntegrityError:
+        raise Conflict(f"a server named {changes.get('name')!r} already exists", field="name") from None
+
+
+async def delete_server(db: Database, server_id: str) -> None:
+    """Retire a server. Its orders stay as history; refused while some of them have not ended."""
+    async with db.write() as tx:
+        await _get(tx, server_id)
+        active = (
+            await tx.execute(
+                select(orders.c.id)
+                .where(orders.c.server_id == server_id, orders.c.status.not_in([s.value for s in TERMINAL]))
+                .limit(1)
+            )
+        ).first()
+        if active is not None:
+            raise Conflict("server has orders that have not ended; cancel them first", serverId=server_id)
+        await tx.execute(
+            update(servers).where(servers.c.id == server_id).values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
+        )
