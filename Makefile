@@ -1,0 +1,35 @@
+# One command per task. Everything runs from the project's own virtual environment in .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run up test lint bench smoke install clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP) ## start IKOMA on http://127.0.0.1:3000 (SQLite in ./data unless DATABASE_URL is set)
+	$(BIN)/ikoma up
+
+test: $(STAMP) ## the whole suite: unit, integration (SQLite + PostgreSQL), e2e, migrations
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP) ## dispatch benchmark: prints JSON figures for SQLite and PostgreSQL
+	$(BIN)/python bench/dispatch.py
+
+smoke: ## walk Playbook → Server → Runner → Order → Claim → Start → Complete against a running server
+	API_URL=$${API_URL:-http://localhost:3000/v1} bash scripts/smoke.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
