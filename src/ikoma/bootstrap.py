@@ -36,6 +36,10 @@ def build(settings: Settings) -> Context:
         metrics=metrics,
         dispatcher=Dispatcher(db, claim_lease=settings.claim_lease, wakeups=wakeups, metrics=metrics),
         reconciler=Reconciler(
-            db, stale_after=settings.stale_after, interval=settings.reconcile_interval, wakeups=wakeups, metrics=metrics
+            db,
+            stale_after=settings.stale_after,
+            interval=settings.reconcile_interval,
+            wakeups=wakeups,
+            metrics=metrics,
         ),
     )

@@ -21,7 +21,9 @@ class Metrics:
             registry=self.registry,
         )
         self.orders = Gauge("ikoma_orders", "Orders by status", ["status"], registry=self.registry)
-        self.runners_online = Gauge("ikoma_runners_online", "Runners with a recent heartbeat", registry=self.registry)
+        self.runners_online = Gauge(
+            "ikoma_runners_online", "Runners with a recent heartbeat", registry=self.registry
+        )
 
     def count_transition(self, to_status: OrderStatus | str, n: int = 1) -> None:
         self.transitions.labels(to_status=str(to_status)).inc(n)

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", validation_alias="HOST")
     port: int = Field(default=3000, ge=1, le=65535, validation_alias="PORT")
     data_dir: Path = Field(default=Path("data"), validation_alias="IKOMA_DATA_DIR")
-    reconcile_interval: float = Field(default=30.0, gt=0, le=3600, validation_alias="IKOMA_RECONCILE_INTERVAL")
+    reconcile_interval: float = Field(
+        default=30.0, gt=0, le=3600, validation_alias="IKOMA_RECONCILE_INTERVAL"
+    )
     claim_lease: float = Field(default=60.0, gt=0, le=86400, validation_alias="IKOMA_CLAIM_LEASE")
     stale_after: float = Field(default=120.0, gt=0, le=86400, validation_alias="IKOMA_STALE_AFTER")
     order_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400, validation_alias="IKOMA_ORDER_TIMEOUT")

@@ -6,6 +6,8 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Security
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from starlette.responses import Response
 
 from ikoma.api.deps import Ctx, admin_key_header
@@ -29,6 +31,7 @@ from ikoma.api.schemas import (
     ServerUpdate,
 )
 from ikoma.contracts import REPORT_CONTRACT
+from ikoma.domain.errors import Invalid
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services import orders, playbooks, runners, servers
 
@@ -73,7 +76,12 @@ async def delete_server(server_id: uuid.UUID, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
-@router.api_route("/servers/{server_id}/attach-runner", methods=["PATCH", "POST"], response_model=ServerPublic, responses=ERRORS)
+@router.api_route(
+    "/servers/{server_id}/attach-runner",
+    methods=["PATCH", "POST"],
+    response_model=ServerPublic,
+    responses=ERRORS,
+)
 async def attach_runner(server_id: uuid.UUID, body: AttachRunner, ctx: Ctx) -> Any:
     """Legacy alias of `PATCH /v1/servers/:id {runnerId}` (seed 000), on PATCH and POST."""
     runner_id = str(body.runner_id) if body.runner_id else None
@@ -99,15 +107,12 @@ async def list_playbooks(ctx: Ctx) -> Any:
 
 @router.post("/playbooks", status_code=201, response_model=PlaybookPublic, responses=ERRORS)
 async def create_playbook(body: PlaybookCreate, ctx: Ctx) -> Any:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    from ikoma.domain.errors import Invalid
-
     try:
         Draft202012Validator.check_schema(body.params_schema)
     except SchemaError as exc:
-        raise Invalid(f"paramsSchema is not a valid JSON schema: {exc.message}", field="paramsSchema") from None
+        raise Invalid(
+            f"paramsSchema is not a valid JSON schema: {exc.message}", field="paramsSchema"
+        ) from None
     fields = body.model_dump(by_alias=False)
     fields["default_timeout_s"] = fields.pop("default_timeout_seconds")
     fields["name"] = fields["name"] or body.key
@@ -120,11 +125,17 @@ async def create_order(
     body: OrderCreate,
     ctx: Ctx,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
 ) -> Any:
     payload = body.model_dump(mode="json", by_alias=False)
     order, replayed = await orders.create_order(
-        ctx.db, ctx.wakeups, payload, idempotency_key=idempotency_key, default_timeout=ctx.settings.order_timeout
+        ctx.db,
+        ctx.wakeups,
+        payload,
+        idempotency_key=idempotency_key,
+        default_timeout=ctx.settings.order_timeout,
     )
     if replayed:
         response.status_code = 200

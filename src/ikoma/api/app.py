@@ -33,14 +33,18 @@ def create_app(
             # fail-fast: a database that cannot be brought to the head stops start-up
             await migrate.upgrade(url)
         ctx.head_revision = migrate.head_revision()
-        setup = await ensure_admin_key(ctx.db, settings.admin_key.get_secret_value() if settings.admin_key else None)
+        setup = await ensure_admin_key(
+            ctx.db, settings.admin_key.get_secret_value() if settings.admin_key else None
+        )
         ctx.keyring = setup.keyring
         app.state.admin_key_announcement = setup.announcement
-        task = asyncio.create_task(ctx.reconciler.run_forever(), name="reconciler") if run_reconciler else None
+        task = (
+            asyncio.create_task(ctx.reconciler.run_forever(), name="reconciler") if run_reconciler else None
+        )
         log.info("started", database=redact(url), dialect=ctx.db.dialect, version=__version__)
         if announce:
             base = f"http://{settings.host}:{settings.port}"
-            print(  # noqa: T201 - the operator reads this on the terminal, not in the logs
+            print(
                 f"IKOMA {__version__} on {base}  (API {base}/v1, docs {base}/docs, metrics {base}/metrics)\n"
                 f"database: {redact(url)}\n{setup.announcement}",
                 flush=True,

@@ -22,7 +22,12 @@ JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data, option=JSON_OPTIONS), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(data, option=JSON_OPTIONS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def error_response(status: int, reason: str, message: str, **extra: Any) -> Response:
@@ -39,11 +44,22 @@ def validation_errors(errors: list[Any], prefix: tuple[str, ...] = ()) -> list[d
         # FastAPI prefixes where the value came from; keep the field path only.
         if loc and loc[0] in ("body", "query", "path", "header"):
             loc = loc[1:]
-        out.append({"path": ".".join([*prefix, *loc]), "message": err.get("msg", "invalid"), "type": err.get("type", "")})
+        out.append(
+            {
+                "path": ".".join([*prefix, *loc]),
+                "message": err.get("msg", "invalid"),
+                "type": err.get("type", ""),
+            }
+        )
     return out
 
 
-HTTP_REASONS = {404: "route_not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+HTTP_REASONS = {
+    404: "route_not_found",
+    405: "method_not_allowed",
+    400: "bad_request",
+    413: "payload_too_large",
+}
 
 
 def _is_database_outage(exc: BaseException) -> bool:
@@ -69,11 +85,15 @@ def install(app: FastAPI) -> None:
         json_invalid = [e for e in exc.errors() if e.get("type") == "json_invalid"]
         if json_invalid:
             return error_response(400, "invalid_json", "request body is not valid JSON")
-        return error_response(422, "validation_error", "request is invalid", errors=validation_errors(list(exc.errors())))
+        return error_response(
+            422, "validation_error", "request is invalid", errors=validation_errors(list(exc.errors()))
+        )
 
     async def model_invalid(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ValidationError)
-        return error_response(422, "validation_error", "request is invalid", errors=validation_errors(list(exc.errors())))
+        return error_response(
+            422, "validation_error", "request is invalid", errors=validation_errors(list(exc.errors()))
+        )
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -33,7 +33,13 @@ async def readyz(ctx: Ctx) -> Response:
         return json_response({"status": "unavailable", "database": "error", "error": type(exc).__name__}, 503)
     if current != ctx.head_revision:
         return json_response(
-            {"status": "unavailable", "database": "ok", "migrations": "behind", "current": current, "head": ctx.head_revision},
+            {
+                "status": "unavailable",
+                "database": "ok",
+                "migrations": "behind",
+                "current": current,
+                "head": ctx.head_revision,
+            },
             503,
         )
     return json_response({"status": "ready", "database": "ok", "migrations": "current"})

@@ -15,7 +15,9 @@ from ikoma.api.errors import error_response
 from ikoma.domain.errors import Unauthorized
 from ikoma.services.admin_keys import AdminKeyring
 
-PUBLIC = frozenset({"/health", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+PUBLIC = frozenset(
+    {"/health", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+)
 RUNNER_PREFIX = "/v1/runner/"
 ADMIN_PREFIX = "/v1/"
 
@@ -58,5 +60,3 @@ class PolicyMiddleware:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-

@@ -43,7 +43,9 @@ def _ctx(request: Request) -> Context:
 
 async def _identity(request: Request) -> RunnerIdentity:
     headers = request.headers
-    return await _ctx(request).dispatcher.authenticate(headers.get("x-runner-id"), headers.get("x-runner-token"))
+    return await _ctx(request).dispatcher.authenticate(
+        headers.get("x-runner-id"), headers.get("x-runner-token")
+    )
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -81,7 +83,9 @@ def _lease(body: LeaseBody) -> str | None:
 
 
 def _json(model: type[BaseModel], row: Any, status: int = 200) -> Response:
-    return Response(model.model_validate(row).model_dump_json(by_alias=True), status, media_type="application/json")
+    return Response(
+        model.model_validate(row).model_dump_json(by_alias=True), status, media_type="application/json"
+    )
 
 
 async def runner_heartbeat(request: Request) -> Response:
@@ -90,7 +94,10 @@ async def runner_heartbeat(request: Request) -> Response:
     answer = await _ctx(request).dispatcher.record_heartbeat(
         identity, version=body.version, hostname=body.hostname, capabilities=body.capabilities
     )
-    return Response(RunnerHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True), media_type="application/json")
+    return Response(
+        RunnerHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True),
+        media_type="application/json",
+    )
 
 
 async def claim_next(request: Request) -> Response:
@@ -101,8 +108,14 @@ async def claim_next(request: Request) -> Response:
     except ValueError:
         wait = -1.0
     if not 0 <= wait <= MAX_WAIT_SECONDS:
-        raise Invalid(f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}", field="wait", value=raw_wait[:20])
-    order = await _ctx(request).dispatcher.claim_next(identity, wait=wait, disconnected=request.is_disconnected)
+        raise Invalid(
+            f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}",
+            field="wait",
+            value=raw_wait[:20],
+        )
+    order = await _ctx(request).dispatcher.claim_next(
+        identity, wait=wait, disconnected=request.is_disconnected
+    )
     if order is None:
         return Response(status_code=204)
     return _json(ClaimedOrder, order)
@@ -120,7 +133,10 @@ async def order_heartbeat(request: Request) -> Response:
     order_id = _order_id(request)
     body = await _body(request, LeaseBody)
     answer = await _ctx(request).dispatcher.heartbeat(identity, order_id, _lease(body))
-    return Response(OrderHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True), media_type="application/json")
+    return Response(
+        OrderHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True),
+        media_type="application/json",
+    )
 
 
 async def complete(request: Request) -> Response:
@@ -131,7 +147,9 @@ async def complete(request: Request) -> Response:
         report = parse_report(body.report)
     except ValidationError as exc:
         return error_response(
-            422, "validation_error", "report does not match its contract",
+            422,
+            "validation_error",
+            "report does not match its contract",
             errors=validation_errors(list(exc.errors()), prefix=("report",)),
         )
     order = await _ctx(request).dispatcher.complete(

@@ -38,7 +38,10 @@ class Public(BaseModel):
 class ServerFields(Wire):
     hostname: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    labels: dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]] | None = None
+    labels: (
+        dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]]
+        | None
+    ) = None
     os_family: ShortText | None = None
     os_version: ShortText | None = None
     os_codename: ShortText | None = None
@@ -53,9 +56,9 @@ class ServerCreate(ServerFields):
     name: Name
     hostname: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")]
     port: Annotated[int, Field(ge=1, le=65535)] = 22
-    labels: dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]] = Field(
-        default_factory=dict
-    )
+    labels: dict[
+        Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]
+    ] = Field(default_factory=dict)
     os_family: ShortText = "unknown"
 
 
@@ -137,7 +140,9 @@ class PlaybookPublic(Public):
 
 
 # --- orders ----------------------------------------------------------------------------------------
-OrderStatusName = Literal["QUEUED", "CLAIMED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "STALE"]
+OrderStatusName = Literal[
+    "QUEUED", "CLAIMED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "STALE"
+]
 
 
 class OrderCreate(Wire):

@@ -88,7 +88,9 @@ def db_check() -> None:
 
     report = asyncio.run(migrate.check(_settings().resolved_database_url))
     if report.ok:
-        typer.echo(f"ok: database at {report.current}, migration files match the history, models match the schema")
+        typer.echo(
+            f"ok: database at {report.current}, migration files match the history, models match the schema"
+        )
         return
     for problem in report.problems:
         typer.secho(f"problem: {problem}", fg="red", err=True)

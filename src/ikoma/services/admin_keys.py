@@ -45,7 +45,9 @@ async def ensure_admin_key(db: Database, configured: str | None) -> AdminKeySetu
     if configured:
         # a short key would be shown whole by its prefix; long ones are recognisable by their start
         hint = f" ({configured[:4]}…)" if len(configured) >= 24 else ""
-        return AdminKeySetup(AdminKeyring((tokens.hash_token(configured),)), f"admin key: from IKOMA_ADMIN_KEY{hint}")
+        return AdminKeySetup(
+            AdminKeyring((tokens.hash_token(configured),)), f"admin key: from IKOMA_ADMIN_KEY{hint}"
+        )
     async with db.write() as tx:
         stored = (await tx.execute(select(admin_keys.c.key_hash, admin_keys.c.key_prefix))).all()
         if stored:
@@ -55,7 +57,9 @@ async def ensure_admin_key(db: Database, configured: str | None) -> AdminKeySetu
                 "set IKOMA_ADMIN_KEY to use your own",
             )
         issued = tokens.issue(ADMIN_KEY_KIND)
-        await tx.execute(insert(admin_keys).values(id=str(uuid.uuid4()), key_prefix=issued.prefix, key_hash=issued.hash))
+        await tx.execute(
+            insert(admin_keys).values(id=str(uuid.uuid4()), key_prefix=issued.prefix, key_hash=issued.hash)
+        )
     return AdminKeySetup(
         AdminKeyring((issued.hash,)),
         f"admin key (generated, shown this once, stored hashed): {issued.secret}",

@@ -8,12 +8,14 @@ guard does not match, `diagnose_runner_refusal` explains why with seed 000's 409
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 
+from ikoma.domain import tokens
 from ikoma.domain.errors import Unauthorized
 from ikoma.domain.lifecycle import (
     COMPLETE_FROM,
@@ -26,7 +28,6 @@ from ikoma.domain.lifecycle import (
     diagnose_runner_refusal,
     should_retry,
 )
-from ikoma.domain import tokens
 from ikoma.metrics import Metrics
 from ikoma.services import history
 from ikoma.services.wakeups import FALLBACK_POLL_SECONDS, Wakeups
@@ -49,7 +50,9 @@ class RunnerIdentity:
 
 _AUTH = (
     select(runners.c.token_hash, runners.c.revoked_at, servers.c.id.label("server_id"))
-    .select_from(runners.outerjoin(servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None))))
+    .select_from(
+        runners.outerjoin(servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None)))
+    )
     .where(runners.c.id == bindparam("runner_id"))
 )
 
@@ -89,7 +92,12 @@ class Dispatcher:
         return RunnerIdentity(runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id)
 
     async def record_heartbeat(
-        self, identity: RunnerIdentity, *, version: str | None, hostname: str | None, capabilities: list[str] | None
+        self,
+        identity: RunnerIdentity,
+        *,
+        version: str | None,
+        hostname: str | None,
+        capabilities: list[str] | None,
     ) -> dict[str, Any]:
         values: dict[str, Any] = {"last_heartbeat_at": db_now()}
         if version is not None:
@@ -101,7 +109,10 @@ class Dispatcher:
         async with self.db.write() as tx:
             now = (
                 await tx.execute(
-                    update(runners).where(runners.c.id == identity.runner_id).values(values).returning(runners.c.last_heartbeat_at)
+                    update(runners)
+                    .where(runners.c.id == identity.runner_id)
+                    .values(values)
+                    .returning(runners.c.last_heartbeat_at)
                 )
             ).scalar_one()
         return {"ok": True, "runnerId": identity.runner_id, "serverId": identity.server_id, "serverTime": now}
@@ -148,14 +159,22 @@ class Dispatcher:
             if row is None:
                 return None
             await history.open_attempt(
-                tx, order_id=row["id"], attempt=row["attempt"], runner_id=identity.runner_id, lease_token=lease_token
+                tx,
+                order_id=row["id"],
+                attempt=row["attempt"],
+                runner_id=identity.runner_id,
+                lease_token=lease_token,
             )
             await history.record_events(
                 tx,
                 [
                     history.event(
-                        row["id"], OrderStatus.QUEUED, OrderStatus.CLAIMED, Reason.CLAIMED,
-                        attempt=row["attempt"], actor=identity.actor,
+                        row["id"],
+                        OrderStatus.QUEUED,
+                        OrderStatus.CLAIMED,
+                        Reason.CLAIMED,
+                        attempt=row["attempt"],
+                        actor=identity.actor,
                     )
                 ],
             )
@@ -177,31 +196,50 @@ class Dispatcher:
                 remaining = deadline - loop.time()
                 if order is not None or remaining <= 0:
                     return order
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), timeout=min(remaining, FALLBACK_POLL_SECONDS))
-                except TimeoutError:
-                    pass
                 # A runner that hung up must not be handed an order it will never see.
                 if disconnected is not None and await disconnected():
                     return None
 
     # --- start / heartbeat / complete ----------------------------------------------------------------
 
-    async def _refusal(self, tx: Tx, identity: RunnerIdentity, order_id: str, lease_token: str | None, expected: frozenset[OrderStatus]) -> Exception:
+    async def _refusal(
+        self,
+        tx: Tx,
+        identity: RunnerIdentity,
+        order_id: str,
+        lease_token: str | None,
+        expected: frozenset[OrderStatus],
+    ) -> Exception:
         row = (
             await tx.execute(
-                select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(orders.c.id == order_id)
+                select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(
+                    orders.c.id == order_id
+                )
             )
         ).first()
-        view = None if row is None else OrderView(row.id, OrderStatus(row.status), row.runner_id, row.lease_token)
+        view = (
+            None
+            if row is None
+            else OrderView(row.id, OrderStatus(row.status), row.runner_id, row.lease_token)
+        )
         return diagnose_runner_refusal(
             view, runner_id=identity.runner_id, lease_token=lease_token, expected=expected, order_id=order_id
         )
 
-    def _guard(self, identity: RunnerIdentity, order_id: str, lease_token: str | None, allowed: frozenset[OrderStatus]) -> list[Any]:
+    def _guard(
+        self,
+        identity: RunnerIdentity,
+        order_id: str,
+        lease_token: str | None,
+        allowed: frozenset[OrderStatus],
+    ) -> list[Any]:
         guard = [
             orders.c.id == order_id,
-            orders.c.status.in_([s.value for s in allowed]) if len(allowed) > 1 else orders.c.status == next(iter(allowed)).value,
+            orders.c.status.in_([s.value for s in allowed])
+            if len(allowed) > 1
+            else orders.c.status == next(iter(allowed)).value,
             orders.c.runner_id == identity.runner_id,
         ]
         if lease_token is not None:
@@ -211,34 +249,51 @@ class Dispatcher:
     async def start(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
         async with self.db.write() as tx:
             row = (
-                await tx.execute(
-                    update(orders)
-                    .where(*self._guard(identity, order_id, lease_token, START_FROM))
-                    .values(
-                        status=OrderStatus.RUNNING.value,
-                        started_at=db_now(),
-                        last_heartbeat_at=db_now(),
-                        lease_expires_at=db_now(self.claim_lease),
-                        executions=orders.c.executions + 1,
-                        status_reason=Reason.STARTED.value,
-                        updated_at=db_now(),
+                (
+                    await tx.execute(
+                        update(orders)
+                        .where(*self._guard(identity, order_id, lease_token, START_FROM))
+                        .values(
+                            status=OrderStatus.RUNNING.value,
+                            started_at=db_now(),
+                            last_heartbeat_at=db_now(),
+                            lease_expires_at=db_now(self.claim_lease),
+                            executions=orders.c.executions + 1,
+                            status_reason=Reason.STARTED.value,
+                            updated_at=db_now(),
+                        )
+                        .returning(*orders.c)
                     )
-                    .returning(*orders.c)
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if row is None:
                 raise await self._refusal(tx, identity, order_id, lease_token, START_FROM)
             await history.mark_attempt_started(tx, order_id=order_id, attempt=row["attempt"])
             await history.record_events(
                 tx,
-                [history.event(order_id, OrderStatus.CLAIMED, OrderStatus.RUNNING, Reason.STARTED, attempt=row["attempt"], actor=identity.actor)],
+                [
+                    history.event(
+                        order_id,
+                        OrderStatus.CLAIMED,
+                        OrderStatus.RUNNING,
+                        Reason.STARTED,
+                        attempt=row["attempt"],
+                        actor=identity.actor,
+                    )
+                ],
             )
         self.metrics.count_transition(OrderStatus.RUNNING)
         if row["claimed_at"] is not None and row["started_at"] is not None:
-            self.metrics.claim_to_start.observe(max(0.0, (row["started_at"] - row["claimed_at"]).total_seconds()))
+            self.metrics.claim_to_start.observe(
+                max(0.0, (row["started_at"] - row["claimed_at"]).total_seconds())
+            )
         return dict(row)
 
-    async def heartbeat(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
+    async def heartbeat(
+        self, identity: RunnerIdentity, order_id: str, lease_token: str | None
+    ) -> dict[str, Any]:
         """Extend the lease; the answer tells the runner whether a cancel was requested."""
         async with self.db.write() as tx:
             row = (
@@ -246,7 +301,9 @@ class Dispatcher:
                     update(orders)
                     .where(*self._guard(identity, order_id, lease_token, HEARTBEAT_FROM))
                     .values(last_heartbeat_at=db_now(), lease_expires_at=db_now(self.claim_lease))
-                    .returning(orders.c.id, orders.c.status, orders.c.lease_expires_at, orders.c.cancel_requested)
+                    .returning(
+                        orders.c.id, orders.c.status, orders.c.lease_expires_at, orders.c.cancel_requested
+                    )
                 )
             ).first()
             if row is None:
@@ -273,21 +330,25 @@ class Dispatcher:
         requeued = False
         async with self.db.write() as tx:
             row = (
-                await tx.execute(
-                    update(orders)
-                    .where(*self._guard(identity, order_id, lease_token, COMPLETE_FROM))
-                    .values(
-                        status=outcome.value,
-                        finished_at=db_now(),
-                        report=report,
-                        report_version=report_version,
-                        report_summary=report_summary,
-                        status_reason=Reason.COMPLETED.value,
-                        updated_at=db_now(),
+                (
+                    await tx.execute(
+                        update(orders)
+                        .where(*self._guard(identity, order_id, lease_token, COMPLETE_FROM))
+                        .values(
+                            status=outcome.value,
+                            finished_at=db_now(),
+                            report=report,
+                            report_version=report_version,
+                            report_summary=report_summary,
+                            status_reason=Reason.COMPLETED.value,
+                            updated_at=db_now(),
+                        )
+                        .returning(*orders.c)
                     )
-                    .returning(*orders.c)
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if row is None:
                 replay = await self._replayed_completion(tx, identity, order_id, outcome, lease_token)
                 if replay is not None:
@@ -295,26 +356,53 @@ class Dispatcher:
                 raise await self._refusal(tx, identity, order_id, lease_token, COMPLETE_FROM)
             attempt = row["attempt"]
             await history.close_attempts(tx, [(order_id, attempt, outcome.value, Reason.COMPLETED.value)])
-            events = [history.event(order_id, OrderStatus.RUNNING, outcome, Reason.COMPLETED, attempt=attempt, actor=identity.actor)]
+            events = [
+                history.event(
+                    order_id,
+                    OrderStatus.RUNNING,
+                    outcome,
+                    Reason.COMPLETED,
+                    attempt=attempt,
+                    actor=identity.actor,
+                )
+            ]
             if should_retry(
-                outcome=outcome, executions=row["executions"], max_attempts=row["max_attempts"],
+                outcome=outcome,
+                executions=row["executions"],
+                max_attempts=row["max_attempts"],
                 cancel_requested=bool(row["cancel_requested"]),
             ):
                 delay = self.retry.delay_after(row["executions"])
                 row = (
-                    await tx.execute(
-                        update(orders)
-                        .where(orders.c.id == order_id, orders.c.status == outcome.value)
-                        .values(
-                            status=OrderStatus.QUEUED.value, not_before=db_now(delay), lease_token=None,
-                            lease_expires_at=None, finished_at=None, status_reason=Reason.RETRY.value, updated_at=db_now(),
+                    (
+                        await tx.execute(
+                            update(orders)
+                            .where(orders.c.id == order_id, orders.c.status == outcome.value)
+                            .values(
+                                status=OrderStatus.QUEUED.value,
+                                not_before=db_now(delay),
+                                lease_token=None,
+                                lease_expires_at=None,
+                                finished_at=None,
+                                status_reason=Reason.RETRY.value,
+                                updated_at=db_now(),
+                            )
+                            .returning(*orders.c)
                         )
-                        .returning(*orders.c)
                     )
-                ).mappings().one()
+                    .mappings()
+                    .one()
+                )
                 events.append(
-                    history.event(order_id, outcome, OrderStatus.QUEUED, Reason.RETRY, attempt=attempt, actor="system",
-                                  details={"delaySeconds": delay, "executions": row["executions"]})
+                    history.event(
+                        order_id,
+                        outcome,
+                        OrderStatus.QUEUED,
+                        Reason.RETRY,
+                        attempt=attempt,
+                        actor="system",
+                        details={"delaySeconds": delay, "executions": row["executions"]},
+                    )
                 )
                 requeued = True
             await history.record_events(tx, events)
@@ -327,7 +415,10 @@ class Dispatcher:
         self, tx: Tx, identity: RunnerIdentity, order_id: str, outcome: OrderStatus, lease_token: str | None
     ) -> dict[str, Any] | None:
         """The same attempt reporting the same outcome again (its first answer was lost): answer as before."""
-        attempt_filter = [order_attempts.c.order_id == order_id, order_attempts.c.runner_id == identity.runner_id]
+        attempt_filter = [
+            order_attempts.c.order_id == order_id,
+            order_attempts.c.runner_id == identity.runner_id,
+        ]
         if lease_token is not None:
             attempt_filter.append(order_attempts.c.lease_token == lease_token)
         closed = (

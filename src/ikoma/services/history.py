@@ -52,7 +52,11 @@ async def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
 async def open_attempt(tx: Tx, *, order_id: str, attempt: int, runner_id: str, lease_token: str) -> None:
     await tx.execute(
         insert(order_attempts).values(
-            order_id=order_id, attempt=attempt, runner_id=runner_id, lease_token=lease_token, claimed_at=db_now()
+            order_id=order_id,
+            attempt=attempt,
+            runner_id=runner_id,
+            lease_token=lease_token,
+            claimed_at=db_now(),
         )
     )
 

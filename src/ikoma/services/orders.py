@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain.errors import Conflict, Invalid, NotFound
@@ -50,14 +50,23 @@ def _validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
         raise Invalid(
             "params do not match the playbook's schema",
             errors=[
-                {"path": ".".join(["params", *(str(p) for p in e.path)]), "message": e.message, "type": str(e.validator)}
+                {
+                    "path": ".".join(["params", *(str(p) for p in e.path)]),
+                    "message": e.message,
+                    "type": str(e.validator),
+                }
                 for e in errors
             ],
         )
 
 
 async def create_order(
-    db: Database, wakeups: Wakeups, body: dict[str, Any], *, idempotency_key: str | None, default_timeout: float
+    db: Database,
+    wakeups: Wakeups,
+    body: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    default_timeout: float,
 ) -> tuple[dict[str, Any], bool]:
     """Queue an order; returns (order, replayed). The same key and body gives back the same order."""
     fingerprint = request_hash(body)
@@ -83,47 +92,65 @@ async def create_order(
                 )
             ).first()
             if server is None:
-                raise Invalid("no server with this id", reason="unknown_server", field="serverId", serverId=body["server_id"])
+                raise Invalid(
+                    "no server with this id",
+                    reason="unknown_server",
+                    field="serverId",
+                    serverId=body["server_id"],
+                )
             playbook = await find_playbook(tx, body["playbook_key"])
             if playbook is None:
                 raise Invalid(
-                    "no playbook with this key", reason="unknown_playbook", field="playbookKey", playbookKey=body["playbook_key"]
+                    "no playbook with this key",
+                    reason="unknown_playbook",
+                    field="playbookKey",
+                    playbookKey=body["playbook_key"],
                 )
             runner_id = body.get("runner_id")
             if runner_id is not None:
                 known = (await tx.execute(select(runners.c.id).where(runners.c.id == runner_id))).first()
                 if known is None:
-                    raise Invalid("no runner with this id", reason="unknown_runner", field="runnerId", runnerId=runner_id)
+                    raise Invalid(
+                        "no runner with this id",
+                        reason="unknown_runner",
+                        field="runnerId",
+                        runnerId=runner_id,
+                    )
             else:
                 runner_id = server.runner_id
             params = body.get("params") or {}
             _validate_params(playbook["params_schema"], params)
             timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
             row = (
-                await tx.execute(
-                    insert(orders)
-                    .values(
-                        id=order_id,
-                        status=OrderStatus.QUEUED.value,
-                        server_id=server.id,
-                        runner_id=runner_id,
-                        playbook_key=playbook["key"],
-                        action=body.get("action") or "run",
-                        params=params,
-                        attempt=0,
-                        executions=0,
-                        max_attempts=body.get("max_attempts") or playbook["max_attempts"],
-                        timeout_s=int(timeout),
-                        cancel_requested=False,
-                        status_reason=Reason.CREATED.value,
-                        idempotency_key=idempotency_key,
-                        request_hash=fingerprint,
+                (
+                    await tx.execute(
+                        insert(orders)
+                        .values(
+                            id=order_id,
+                            status=OrderStatus.QUEUED.value,
+                            server_id=server.id,
+                            runner_id=runner_id,
+                            playbook_key=playbook["key"],
+                            action=body.get("action") or "run",
+                            params=params,
+                            attempt=0,
+                            executions=0,
+                            max_attempts=body.get("max_attempts") or playbook["max_attempts"],
+                            timeout_s=int(timeout),
+                            cancel_requested=False,
+                            status_reason=Reason.CREATED.value,
+                            idempotency_key=idempotency_key,
+                            request_hash=fingerprint,
+                        )
+                        .returning(*orders.c)
                     )
-                    .returning(*orders.c)
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
             await history.record_events(
-                tx, [history.event(order_id, None, OrderStatus.QUEUED, Reason.CREATED, attempt=0, actor="admin")]
+                tx,
+                [history.event(order_id, None, OrderStatus.QUEUED, Reason.CREATED, attempt=0, actor="admin")],
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -144,7 +171,9 @@ async def get_order(db: Database, order_id: str) -> dict[str, Any]:
             raise NotFound("no order with this id", orderId=order_id)
         attempts = (
             await tx.execute(
-                select(order_attempts).where(order_attempts.c.order_id == order_id).order_by(order_attempts.c.attempt)
+                select(order_attempts)
+                .where(order_attempts.c.order_id == order_id)
+                .order_by(order_attempts.c.attempt)
             )
         ).mappings()
         return {**row, "attempts": [dict(a) for a in attempts]}
@@ -186,7 +215,10 @@ async def list_orders(
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(
-            or_(orders.c.created_at < created_at, and_(orders.c.created_at == created_at, orders.c.id < last_id))
+            or_(
+                orders.c.created_at < created_at,
+                and_(orders.c.created_at == created_at, orders.c.id < last_id),
+            )
         )
     query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit + 1)
     async with db.read() as tx:
@@ -198,47 +230,84 @@ async def list_orders(
     return rows, next_cursor
 
 
-async def cancel_order(db: Database, order_id: str, *, reason: str | None, actor: str = "admin") -> dict[str, Any]:
+async def cancel_order(
+    db: Database, order_id: str, *, reason: str | None, actor: str = "admin"
+) -> dict[str, Any]:
     """QUEUED or CLAIMED → CANCELLED at once; RUNNING → cancel requested (the runner stops the work)."""
     async with db.write() as tx:
         row = (
-            await tx.execute(select(orders).where(orders.c.id == order_id).with_for_update())
-        ).mappings().first()
+            (await tx.execute(select(orders).where(orders.c.id == order_id).with_for_update()))
+            .mappings()
+            .first()
+        )
         if row is None:
             raise NotFound("no order with this id", orderId=order_id)
         current = OrderStatus(row["status"])
         details = {"reason": reason} if reason else None
         if current == OrderStatus.RUNNING:
             changed = (
-                await tx.execute(
-                    update(orders)
-                    .where(orders.c.id == order_id, orders.c.status == current.value)
-                    .values(cancel_requested=True, updated_at=db_now())
-                    .returning(*orders.c)
+                (
+                    await tx.execute(
+                        update(orders)
+                        .where(orders.c.id == order_id, orders.c.status == current.value)
+                        .values(cancel_requested=True, updated_at=db_now())
+                        .returning(*orders.c)
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
             await history.record_events(
                 tx,
-                [history.event(order_id, current, current, "cancel_requested", attempt=row["attempt"], actor=actor, details=details)],
+                [
+                    history.event(
+                        order_id,
+                        current,
+                        current,
+                        "cancel_requested",
+                        attempt=row["attempt"],
+                        actor=actor,
+                        details=details,
+                    )
+                ],
             )
             return dict(changed)
         check_transition(current, OrderStatus.CANCELLED, order_id=order_id)
         changed = (
-            await tx.execute(
-                update(orders)
-                .where(orders.c.id == order_id, orders.c.status == current.value)
-                .values(
-                    status=OrderStatus.CANCELLED.value, cancel_requested=True, finished_at=db_now(),
-                    status_reason=Reason.CANCELLED_BY_USER.value, updated_at=db_now(),
+            (
+                await tx.execute(
+                    update(orders)
+                    .where(orders.c.id == order_id, orders.c.status == current.value)
+                    .values(
+                        status=OrderStatus.CANCELLED.value,
+                        cancel_requested=True,
+                        finished_at=db_now(),
+                        status_reason=Reason.CANCELLED_BY_USER.value,
+                        updated_at=db_now(),
+                    )
+                    .returning(*orders.c)
                 )
-                .returning(*orders.c)
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
         if current == OrderStatus.CLAIMED:
-            await history.close_attempts(tx, [(order_id, row["attempt"], OrderStatus.CANCELLED.value, Reason.CANCELLED_BY_USER.value)])
+            await history.close_attempts(
+                tx, [(order_id, row["attempt"], OrderStatus.CANCELLED.value, Reason.CANCELLED_BY_USER.value)]
+            )
         await history.record_events(
             tx,
-            [history.event(order_id, current, OrderStatus.CANCELLED, Reason.CANCELLED_BY_USER, attempt=row["attempt"], actor=actor, details=details)],
+            [
+                history.event(
+                    order_id,
+                    current,
+                    OrderStatus.CANCELLED,
+                    Reason.CANCELLED_BY_USER,
+                    attempt=row["attempt"],
+                    actor=actor,
+                    details=details,
+                )
+            ],
         )
         return dict(changed)
 
@@ -248,13 +317,13 @@ async def list_events(db: Database, order_id: str) -> list[dict[str, Any]]:
         exists = (await tx.execute(select(orders.c.id).where(orders.c.id == order_id))).first()
         if exists is None:
             raise NotFound("no order with this id", orderId=order_id)
-        rows = await tx.execute(select(order_events).where(order_events.c.order_id == order_id).order_by(order_events.c.id))
+        rows = await tx.execute(
+            select(order_events).where(order_events.c.order_id == order_id).order_by(order_events.c.id)
+        )
         return [dict(r) for r in rows.mappings()]
 
 
 async def count_by_status(db: Database) -> dict[str, int]:
-    from sqlalchemy import func
-
     async with db.read() as tx:
-        rows = await tx.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
-        return {status: int(count) for status, count in rows}
+        rows = await tx.execute(select(orders.c.status, func.count().label("n")).group_by(orders.c.status))
+        return {row["status"]: int(row["n"]) for row in rows.mappings()}

@@ -68,8 +68,12 @@ class Reconciler:
                 summary = await self.tick()
                 if summary.changed:
                     log.info(
-                        "reconciled", requeued=len(summary.requeued), stale=len(summary.stale),
-                        timed_out=len(summary.timed_out), cancelled=len(summary.cancelled), retried=len(summary.retried),
+                        "reconciled",
+                        requeued=len(summary.requeued),
+                        stale=len(summary.stale),
+                        timed_out=len(summary.timed_out),
+                        cancelled=len(summary.cancelled),
+                        retried=len(summary.retried),
                     )
             except asyncio.CancelledError:
                 raise
@@ -81,7 +85,9 @@ class Reconciler:
         summary = TickSummary()
         async with self.db.write() as tx:
             if tx.dialect == "postgresql":
-                got = (await tx.execute(select(func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY)))).scalar_one()
+                got = (
+                    await tx.execute(select(func.pg_try_advisory_xact_lock(ADVISORY_LOCK_KEY)))
+                ).scalar_one()
                 if not got:
                     summary.leader = False
                     return summary
@@ -103,7 +109,9 @@ class Reconciler:
 
     async def _wake(self, order_ids: list[str]) -> None:
         async with self.db.read() as tx:
-            rows = await tx.execute(select(orders.c.runner_id, orders.c.server_id).where(orders.c.id.in_(order_ids)))
+            rows = await tx.execute(
+                select(orders.c.runner_id, orders.c.server_id).where(orders.c.id.in_(order_ids))
+            )
             for row in rows:
                 self.wakeups.notify(row.runner_id, row.server_id)
 
@@ -124,8 +132,12 @@ class Reconciler:
                 .where(orders.c.id.in_(candidates.scalar_subquery()), *where)
                 .values(values)
                 .returning(
-                    orders.c.id, orders.c.status, orders.c.attempt, orders.c.executions,
-                    orders.c.max_attempts, orders.c.cancel_requested,
+                    orders.c.id,
+                    orders.c.status,
+                    orders.c.attempt,
+                    orders.c.executions,
+                    orders.c.max_attempts,
+                    orders.c.cancel_requested,
                 )
             )
         )
@@ -145,18 +157,30 @@ class Reconciler:
         running = orders.c.status == OrderStatus.RUNNING.value
         # A cancel was requested and the runner is gone: the user's wish stands, nothing is re-run.
         cancelled = await self._transition(
-            tx, [running, silent, orders.c.cancel_requested.is_(True)], OrderStatus.CANCELLED, Reason.HEARTBEAT_LOST
+            tx,
+            [running, silent, orders.c.cancel_requested.is_(True)],
+            OrderStatus.CANCELLED,
+            Reason.HEARTBEAT_LOST,
         )
-        await self._record(tx, cancelled, OrderStatus.RUNNING, OrderStatus.CANCELLED, Reason.HEARTBEAT_LOST, close=True)
+        await self._record(
+            tx, cancelled, OrderStatus.RUNNING, OrderStatus.CANCELLED, Reason.HEARTBEAT_LOST, close=True
+        )
         summary.cancelled += [r.id for r in cancelled]
         stale = await self._transition(
-            tx, [running, silent, orders.c.cancel_requested.is_(False)], OrderStatus.STALE, Reason.HEARTBEAT_LOST
+            tx,
+            [running, silent, orders.c.cancel_requested.is_(False)],
+            OrderStatus.STALE,
+            Reason.HEARTBEAT_LOST,
         )
-        await self._record(tx, stale, OrderStatus.RUNNING, OrderStatus.STALE, Reason.HEARTBEAT_LOST, close=True)
+        await self._record(
+            tx, stale, OrderStatus.RUNNING, OrderStatus.STALE, Reason.HEARTBEAT_LOST, close=True
+        )
         summary.stale += [r.id for r in stale]
         retry_events = []
         for row in stale:
-            path = decide_lost_run(cancel_requested=False, executions=row.executions, max_attempts=row.max_attempts)
+            path = decide_lost_run(
+                cancel_requested=False, executions=row.executions, max_attempts=row.max_attempts
+            )
             if OrderStatus.QUEUED not in path:
                 continue
             delay = self.retry.delay_after(row.executions)
@@ -164,13 +188,25 @@ class Reconciler:
                 update(orders)
                 .where(orders.c.id == row.id, orders.c.status == OrderStatus.STALE.value)
                 .values(
-                    status=OrderStatus.QUEUED.value, not_before=db_now(delay), lease_token=None, lease_expires_at=None,
-                    finished_at=None, status_reason=Reason.RETRY.value, updated_at=db_now(),
+                    status=OrderStatus.QUEUED.value,
+                    not_before=db_now(delay),
+                    lease_token=None,
+                    lease_expires_at=None,
+                    finished_at=None,
+                    status_reason=Reason.RETRY.value,
+                    updated_at=db_now(),
                 )
             )
             retry_events.append(
-                history.event(row.id, OrderStatus.STALE, OrderStatus.QUEUED, Reason.RETRY, attempt=row.attempt,
-                              actor=ACTOR, details={"delaySeconds": delay, "executions": row.executions})
+                history.event(
+                    row.id,
+                    OrderStatus.STALE,
+                    OrderStatus.QUEUED,
+                    Reason.RETRY,
+                    attempt=row.attempt,
+                    actor=ACTOR,
+                    details={"delaySeconds": delay, "executions": row.executions},
+                )
             )
             summary.retried.append(row.id)
         await history.record_events(tx, retry_events)
@@ -184,16 +220,34 @@ class Reconciler:
             Reason.LEASE_EXPIRED,
             {"lease_token": None, "lease_expires_at": None},
         )
-        await self._record(tx, rows, OrderStatus.CLAIMED, OrderStatus.QUEUED, Reason.LEASE_EXPIRED, close=True, outcome="LEASE_EXPIRED")
+        await self._record(
+            tx,
+            rows,
+            OrderStatus.CLAIMED,
+            OrderStatus.QUEUED,
+            Reason.LEASE_EXPIRED,
+            close=True,
+            outcome="LEASE_EXPIRED",
+        )
         summary.requeued += [r.id for r in rows]
 
     async def _record(
-        self, tx: Tx, rows: list[Any], from_status: OrderStatus, to: OrderStatus, reason: Reason, *, close: bool, outcome: str | None = None
+        self,
+        tx: Tx,
+        rows: list[Any],
+        from_status: OrderStatus,
+        to: OrderStatus,
+        reason: Reason,
+        *,
+        close: bool,
+        outcome: str | None = None,
     ) -> None:
         if not rows:
             return
         if close:
-            await history.close_attempts(tx, [(r.id, r.attempt, outcome or to.value, reason.value) for r in rows])
+            await history.close_attempts(
+                tx, [(r.id, r.attempt, outcome or to.value, reason.value) for r in rows]
+            )
         await history.record_events(
             tx, [history.event(r.id, from_status, to, reason, attempt=r.attempt, actor=ACTOR) for r in rows]
         )
@@ -205,5 +259,3 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-

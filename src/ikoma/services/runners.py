@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, case, insert, select
+from sqlalchemy import and_, case, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain import tokens
@@ -14,12 +14,17 @@ from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database
 from ikoma.storage.tables import runners, servers
 
-RUNNER_TOKEN_KIND = "ikr"
+RUNNER_TOKEN_KIND = "ikr"  # noqa: S105 - a token prefix, not a secret
 
 
 def _listing(stale_after: float) -> Any:
     online = case(
-        (and_(runners.c.last_heartbeat_at.is_not(None), runners.c.last_heartbeat_at >= db_now(-stale_after)), True),
+        (
+            and_(
+                runners.c.last_heartbeat_at.is_not(None), runners.c.last_heartbeat_at >= db_now(-stale_after)
+            ),
+            True,
+        ),
         else_=False,
     )
     return (
@@ -30,7 +35,9 @@ def _listing(stale_after: float) -> Any:
             online.label("online"),
         )
         .select_from(
-            runners.outerjoin(servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None)))
+            runners.outerjoin(
+                servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None))
+            )
         )
         .order_by(runners.c.created_at, runners.c.id)
     )
@@ -58,13 +65,13 @@ async def list_runners(db: Database, *, stale_after: float) -> list[dict[str, An
 
 
 async def count_online(db: Database, *, stale_after: float) -> int:
-    from sqlalchemy import func
-
     async with db.read() as tx:
         return int(
             (
                 await tx.execute(
-                    select(func.count()).select_from(runners).where(
+                    select(func.count())
+                    .select_from(runners)
+                    .where(
                         runners.c.revoked_at.is_(None), runners.c.last_heartbeat_at >= db_now(-stale_after)
                     )
                 )

@@ -61,7 +61,10 @@ async def create_server(db: Database, fields: dict[str, Any]) -> dict[str, Any]:
 
 async def list_servers(db: Database) -> list[dict[str, Any]]:
     async with db.read() as tx:
-        return [dict(r) for r in (await tx.execute(_WITH_RUNNER.order_by(servers.c.created_at, servers.c.id))).mappings()]
+        return [
+            dict(r)
+            for r in (await tx.execute(_WITH_RUNNER.order_by(servers.c.created_at, servers.c.id))).mappings()
+        ]
 
 
 async def get_server(db: Database, server_id: str) -> dict[str, Any]:
@@ -77,7 +80,9 @@ async def update_server(db: Database, server_id: str, changes: dict[str, Any]) -
             if changes.get("runner_id"):
                 await _check_runner_free(tx, changes["runner_id"], server_id)
             if changes:
-                await tx.execute(update(servers).where(servers.c.id == server_id).values(**changes, updated_at=db_now()))
+                await tx.execute(
+                    update(servers).where(servers.c.id == server_id).values(**changes, updated_at=db_now())
+                )
             return await _get(tx, server_id)
     except IntegrityError:
         raise Conflict(f"a server named {changes.get('name')!r} already exists", field="name") from None
@@ -97,5 +102,7 @@ async def delete_server(db: Database, server_id: str) -> None:
         if active is not None:
             raise Conflict("server has orders that have not ended; cancel them first", serverId=server_id)
         await tx.execute(
-            update(servers).where(servers.c.id == server_id).values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
+            update(servers)
+            .where(servers.c.id == server_id)
+            .values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
         )

@@ -14,7 +14,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 
-class db_now(FunctionElement[Any]):  # noqa: N801 - reads like the SQL function it renders
+class db_now(FunctionElement[Any]):
     """The database's current UTC time, optionally shifted by a number of seconds (an expression)."""
 
     type = DateTime(timezone=True)

@@ -34,7 +34,9 @@ class Tx:
         self._conn = conn
         self.dialect = dialect
 
-    async def execute(self, statement: Executable, params: Mapping[str, Any] | list[dict[str, Any]] | None = None) -> Result[Any]:
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any] | list[dict[str, Any]] | None = None
+    ) -> Result[Any]:
         if isinstance(self._conn, AsyncConnection):
             return await self._conn.execute(statement, params)
         return self._conn.execute(statement, params)
@@ -82,14 +84,14 @@ class Database:
                 yield Tx(conn, self.dialect)
             return
         async with self._lock:
-            conn = self._sqlite_conn()
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            sqlite = self._sqlite_conn()
+            sqlite.exec_driver_sql("BEGIN IMMEDIATE")
             try:
-                yield Tx(conn, self.dialect)
+                yield Tx(sqlite, self.dialect)
             except BaseException:
-                conn.rollback()
+                sqlite.rollback()
                 raise
-            conn.commit()
+            sqlite.commit()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
@@ -100,12 +102,12 @@ class Database:
                 await conn.rollback()
             return
         async with self._lock:
-            conn = self._sqlite_conn()
-            conn.exec_driver_sql("BEGIN")
+            sqlite = self._sqlite_conn()
+            sqlite.exec_driver_sql("BEGIN")
             try:
-                yield Tx(conn, self.dialect)
+                yield Tx(sqlite, self.dialect)
             finally:
-                conn.rollback()
+                sqlite.rollback()
 
     async def dispose(self) -> None:
         if self._sync_conn is not None:

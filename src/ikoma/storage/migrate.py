@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, inspect, insert, select
+from sqlalchemy import Connection, delete, insert, inspect, select
 
 from ikoma.storage.database import create_sqlite_engine
 from ikoma.storage.tables import metadata, migration_history
@@ -46,7 +46,8 @@ def head_revision() -> str:
 
 def file_checksum(revision: str) -> str:
     script = script_directory().get_revision(revision)
-    assert script is not None and script.path is not None
+    if script is None or script.path is None:
+        raise LookupError(f"no migration file for revision {revision}")
     return hashlib.sha256(Path(script.path).read_bytes()).hexdigest()
 
 
@@ -126,12 +127,18 @@ def _check(conn: Connection) -> CheckReport:
     head = head_revision()
     report = CheckReport(current=current_revision(conn), head=head)
     if report.current != head:
-        report.problems.append(f"database is at revision {report.current or 'none'}; migrations head is {head}")
+        report.problems.append(
+            f"database is at revision {report.current or 'none'}; migrations head is {head}"
+        )
     if not inspect(conn).has_table(migration_history.name):
         report.problems.append("migration history table is missing")
         return report
     recorded = {row.revision: row.checksum for row in conn.execute(select(migration_history))}
-    applied = [s.revision for s in scripts.walk_revisions(base="base", head=report.current)] if report.current else []
+    applied = (
+        [s.revision for s in scripts.walk_revisions(base="base", head=report.current)]
+        if report.current
+        else []
+    )
     for revision in applied:
         if revision not in recorded:
             report.problems.append(f"revision {revision} is applied but not recorded in the history")

@@ -15,7 +15,9 @@ def dialect_of(url: str) -> Dialect:
 
 def driver_url(url: str) -> URL:
     """`sqlite:///f` → pysqlite (driven inline, see database.py); `postgres(ql)://` → asyncpg."""
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    parsed = make_url(
+        url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    )
     if parsed.get_backend_name() == "sqlite":
         return parsed.set(drivername="sqlite+pysqlite")
     return parsed.set(drivername="postgresql+asyncpg")

@@ -44,7 +44,7 @@ BUILTINS: list[dict[str, Any]] = [
     {
         "key": "system.facts",
         "name": "System facts",
-        "description": "OS, kernel, architecture, virtualization, CPU, memory, disks, network interfaces, GPUs.",
+        "description": "OS, kernel, arch, virtualization, CPU, memory, disks, network interfaces, GPUs.",
         "params_schema": _EMPTY,
         "min_role": "observer",
         "destructive": False,
@@ -64,7 +64,7 @@ BUILTINS: list[dict[str, Any]] = [
     {
         "key": "apt.analyze",
         "name": "APT analyze",
-        "description": "Pending upgrades (security or not), reboot required, held packages, important notices.",
+        "description": "Pending upgrades (security or not), reboot required, held packages, notices.",
         "params_schema": _EMPTY,
         "min_role": "observer",
         "destructive": False,
@@ -80,7 +80,10 @@ BUILTINS: list[dict[str, Any]] = [
             "additionalProperties": False,
             "properties": {
                 "dryRun": {"type": "boolean", "default": False},
-                "packages": {"type": "array", "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9+.:-]*$"}},
+                "packages": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9+.:-]*$"},
+                },
             },
         },
         "min_role": "operator",
