@@ -18,7 +18,7 @@ Ikoma = Callable[..., Result]
 
 
 class LiveServer(Protocol):
-    """What the `live_server` fixture of tests/e2e/conftest.py yields."""
+    """What the `live_server` fixture of tests/conftest.py yields."""
 
     url: str
     admin_key: str

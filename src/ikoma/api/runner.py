@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ikoma.api.errors import error_response, validation_errors
+from ikoma.api.errors import error_response
 from ikoma.api.schemas import (
     ClaimedOrder,
     CompleteBody,
@@ -27,8 +27,8 @@ from ikoma.api.schemas import (
     RunnerHeartbeatAnswer,
 )
 from ikoma.bootstrap import Context
-from ikoma.contracts import parse_report
-from ikoma.domain.errors import Invalid
+from ikoma.contracts import error_paths, parse_report
+from ikoma.domain.errors import BadRequest, Invalid
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services.dispatch import MAX_WAIT_SECONDS, RunnerIdentity
 
@@ -57,7 +57,7 @@ async def _body(request: Request, model: type[M]) -> M:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise Invalid("request body is not valid JSON", reason="invalid_json") from None
+        raise BadRequest("request body is not valid JSON", reason="invalid_json") from None
     return _adapter(model).validate_python(data)
 
 
@@ -150,7 +150,7 @@ async def complete(request: Request) -> Response:
             422,
             "validation_error",
             "report does not match its contract",
-            errors=validation_errors(list(exc.errors()), prefix=("report",)),
+            errors=[{**e, "path": f"report.{e['path']}".rstrip(".")} for e in error_paths(exc)],
         )
     order = await _ctx(request).dispatcher.complete(
         identity,

@@ -36,9 +36,24 @@ def _serve(settings: Settings) -> None:
     from ikoma import logs
     from ikoma.api.app import create_app
 
+    from ikoma.storage import migrate
+    from ikoma.storage.urls import redact
+
     logs.configure(settings.log_level)
+    url = settings.resolved_database_url
+    try:
+        # fail-fast, before listening: a database that cannot be reached or migrated stops start-up
+        asyncio.run(migrate.upgrade(url))
+    except Exception as exc:  # any failure here is reported the same way: what, where, why
+        typer.secho(
+            f"cannot start: migrating the database at {redact(url)} (DATABASE_URL) failed: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     config = uvicorn.Config(
-        create_app(settings, announce=True),
+        create_app(settings, run_migrations=False, announce=True),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -2,6 +2,6 @@
 
 from ikoma.contracts.report_v1 import ReportV1
 from ikoma.contracts.report_v2 import ReportV2
-from ikoma.contracts.reports import REPORT_CONTRACT, parse_report
+from ikoma.contracts.reports import REPORT_CONTRACT, error_paths, parse_report
 
-__all__ = ["REPORT_CONTRACT", "ReportV1", "ReportV2", "parse_report"]
+__all__ = ["REPORT_CONTRACT", "ReportV1", "ReportV2", "error_paths", "parse_report"]

@@ -19,6 +19,10 @@ class DomainError(Exception):
         self.details = {k: v for k, v in details.items() if v is not None}
 
 
+class BadRequest(DomainError):
+    status_code = 400
+
+
 class Unauthorized(DomainError):
     status_code = 401
     reason = "unauthorized"

@@ -80,7 +80,7 @@ def _record_version(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         revision = step.up_revision_id
         conn.execute(delete(migration_history).where(migration_history.c.revision == revision))
         conn.execute(insert(migration_history).values(revision=revision, checksum=file_checksum(revision)))
-    else:
+    elif inspect(conn).has_table(migration_history.name):  # gone after downgrading the first revision
         conn.execute(delete(migration_history).where(migration_history.c.revision == step.up_revision_id))
 
 
