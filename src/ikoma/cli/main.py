@@ -35,7 +35,6 @@ def _serve(settings: Settings) -> None:
 
     from ikoma import logs
     from ikoma.api.app import create_app
-
     from ikoma.storage import migrate
     from ikoma.storage.urls import redact
 
