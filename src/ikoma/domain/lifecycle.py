@@ -107,7 +107,8 @@ class RetryPolicy:
         """Seconds to wait before the next attempt, after `executions` executions have failed."""
         if executions < 1:
             return 0.0
-        return float(min(self.cap_seconds, self.base_seconds * 2 ** (executions - 1)))
+        # 2**63 is past any cap; bounding the exponent keeps huge attempt counts from overflowing
+        return float(min(self.cap_seconds, self.base_seconds * 2.0 ** min(executions - 1, 63)))
 
 
 def should_retry(*, outcome: OrderStatus, executions: int, max_attempts: int, cancel_requested: bool) -> bool:
