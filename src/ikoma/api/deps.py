@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader
 from ikoma.bootstrap import Context
 
 
-def context(request: Request) -> Context:
+async def context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 

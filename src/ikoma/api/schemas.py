@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -15,11 +15,8 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[
-    datetime,
-    AfterValidator(_utc),
-    PlainSerializer(lambda v: v.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), return_type=str),
-]
+# pydantic writes an aware UTC datetime as ISO 8601 with a "Z"
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 Id = Annotated[str, AfterValidator(lambda v: str(uuid.UUID(v)))]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=100)]

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from ikoma.domain import tokens
 from ikoma.domain.errors import Unauthorized
@@ -48,6 +48,8 @@ class RunnerIdentity:
         return f"runner:{self.runner_id}"
 
 
+# The hot-path statements are built once, with bind parameters: SQLAlchemy then memoizes each one's
+# cache key and compiled form, where building them per call cost more than running them (profiled).
 _AUTH = (
     select(runners.c.token_hash, runners.c.revoked_at, servers.c.id.label("server_id"))
     .select_from(
@@ -63,6 +65,129 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _claim(*, by_server: bool) -> Any:
+    mine = orders.c.runner_id == bindparam("p_runner_id")
+    if by_server:
+        mine = or_(mine, orders.c.server_id == bindparam("p_server_id"))
+    oldest = (
+        select(orders.c.id)
+        .where(
+            orders.c.status == OrderStatus.QUEUED.value,
+            mine,
+            or_(orders.c.not_before.is_(None), orders.c.not_before <= db_now()),
+        )
+        .order_by(orders.c.created_at, orders.c.id)
+        .limit(1)
+        # PostgreSQL: concurrent claimers skip each other's row instead of queueing on it.
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(orders)
+        .where(orders.c.id == oldest, orders.c.status == OrderStatus.QUEUED.value)
+        .values(
+            status=OrderStatus.CLAIMED.value,
+            runner_id=bindparam("p_runner_id"),
+            lease_token=bindparam("p_lease_token"),
+            lease_expires_at=db_now(bindparam("p_lease_seconds")),
+            claimed_at=db_now(),
+            attempt=orders.c.attempt + 1,
+            status_reason=Reason.CLAIMED.value,
+            updated_at=db_now(),
+        )
+        .returning(*orders.c)
+    )
+
+
+_CLAIM_BY_RUNNER = _claim(by_server=False)
+_CLAIM_BY_RUNNER_OR_SERVER = _claim(by_server=True)
+
+
+def _guarded(allowed: frozenset[OrderStatus], *, fenced: bool) -> Any:
+    """UPDATE orders WHERE id, allowed status, runner [and lease token]: the compare-and-set of each call."""
+    guard = [
+        orders.c.id == bindparam("p_order_id"),
+        orders.c.status.in_(sorted(s.value for s in allowed)),
+        orders.c.runner_id == bindparam("p_runner_id"),
+    ]
+    if fenced:
+        guard.append(orders.c.lease_token == bindparam("p_lease_token"))
+    return update(orders).where(*guard)
+
+
+def _both(build: Any) -> dict[bool, Any]:
+    return {fenced: build(fenced) for fenced in (False, True)}
+
+
+_START = _both(
+    lambda fenced: (
+        _guarded(START_FROM, fenced=fenced)
+        .values(
+            status=OrderStatus.RUNNING.value,
+            started_at=db_now(),
+            last_heartbeat_at=db_now(),
+            lease_expires_at=db_now(bindparam("p_lease_seconds")),
+            executions=orders.c.executions + 1,
+            status_reason=Reason.STARTED.value,
+            updated_at=db_now(),
+        )
+        .returning(*orders.c)
+    )
+)
+_HEARTBEAT = _both(
+    lambda fenced: (
+        _guarded(HEARTBEAT_FROM, fenced=fenced)
+        .values(last_heartbeat_at=db_now(), lease_expires_at=db_now(bindparam("p_lease_seconds")))
+        .returning(orders.c.id, orders.c.status, orders.c.lease_expires_at, orders.c.cancel_requested)
+    )
+)
+_COMPLETE = _both(
+    lambda fenced: (
+        _guarded(COMPLETE_FROM, fenced=fenced)
+        .values(
+            status=bindparam("p_outcome"),
+            finished_at=db_now(),
+            report=bindparam("p_report", type_=orders.c.report.type),
+            report_version=bindparam("p_report_version"),
+            report_summary=bindparam("p_report_summary"),
+            status_reason=Reason.COMPLETED.value,
+            updated_at=db_now(),
+        )
+        .returning(*orders.c)
+    )
+)
+_REQUEUE_FOR_RETRY = (
+    update(orders)
+    .where(orders.c.id == bindparam("p_order_id"), orders.c.status == bindparam("p_from_status"))
+    .values(
+        status=OrderStatus.QUEUED.value,
+        not_before=db_now(bindparam("p_delay_seconds")),
+        lease_token=None,
+        lease_expires_at=None,
+        finished_at=None,
+        status_reason=Reason.RETRY.value,
+        updated_at=db_now(),
+    )
+    .returning(*orders.c)
+)
+_ORDER_VIEW = select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(
+    orders.c.id == bindparam("p_order_id")
+)
+_RUNNER_HEARTBEAT = (
+    update(runners)
+    .where(runners.c.id == bindparam("p_runner_id"))
+    .values(
+        last_heartbeat_at=db_now(),
+        version=func.coalesce(bindparam("p_version", type_=runners.c.version.type), runners.c.version),
+        hostname=func.coalesce(bindparam("p_hostname", type_=runners.c.hostname.type), runners.c.hostname),
+        capabilities=func.coalesce(
+            bindparam("p_capabilities", type_=runners.c.capabilities.type), runners.c.capabilities
+        ),
+    )
+    .returning(runners.c.last_heartbeat_at)
+)
 
 
 class Dispatcher:
@@ -85,8 +210,7 @@ class Dispatcher:
         """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner."""
         if not runner_id or not token or not _is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")
-        async with self.db.read() as tx:
-            row = (await tx.execute(_AUTH, {"runner_id": runner_id})).first()
+        row = await self.db.read_one(_AUTH, {"runner_id": runner_id})
         if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
             raise Unauthorized("runner credentials are missing or invalid")
         return RunnerIdentity(runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id)
@@ -99,63 +223,34 @@ class Dispatcher:
         hostname: str | None,
         capabilities: list[str] | None,
     ) -> dict[str, Any]:
-        values: dict[str, Any] = {"last_heartbeat_at": db_now()}
-        if version is not None:
-            values["version"] = version
-        if hostname is not None:
-            values["hostname"] = hostname
-        if capabilities is not None:
-            values["capabilities"] = capabilities
+        """Note the runner alive; facts it leaves out keep their previous value."""
         async with self.db.write() as tx:
             now = (
                 await tx.execute(
-                    update(runners)
-                    .where(runners.c.id == identity.runner_id)
-                    .values(values)
-                    .returning(runners.c.last_heartbeat_at)
+                    _RUNNER_HEARTBEAT,
+                    {
+                        "p_runner_id": identity.runner_id,
+                        "p_version": version,
+                        "p_hostname": hostname,
+                        "p_capabilities": capabilities,
+                    },
                 )
             ).scalar_one()
         return {"ok": True, "runnerId": identity.runner_id, "serverId": identity.server_id, "serverTime": now}
 
     # --- claim ---------------------------------------------------------------------------------------
 
-    def _claim_statement(self, identity: RunnerIdentity, lease_token: str) -> Any:
-        mine = orders.c.runner_id == identity.runner_id
-        if identity.server_id is not None:
-            mine = or_(mine, orders.c.server_id == identity.server_id)
-        oldest = (
-            select(orders.c.id)
-            .where(
-                orders.c.status == OrderStatus.QUEUED.value,
-                mine,
-                or_(orders.c.not_before.is_(None), orders.c.not_before <= db_now()),
-            )
-            .order_by(orders.c.created_at, orders.c.id)
-            .limit(1)
-            # PostgreSQL: concurrent claimers skip each other's row instead of queueing on it.
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        return (
-            update(orders)
-            .where(orders.c.id == oldest, orders.c.status == OrderStatus.QUEUED.value)
-            .values(
-                status=OrderStatus.CLAIMED.value,
-                runner_id=identity.runner_id,
-                lease_token=lease_token,
-                lease_expires_at=db_now(self.claim_lease),
-                claimed_at=db_now(),
-                attempt=orders.c.attempt + 1,
-                status_reason=Reason.CLAIMED.value,
-                updated_at=db_now(),
-            )
-            .returning(*orders.c)
-        )
-
     async def claim_once(self, identity: RunnerIdentity) -> dict[str, Any] | None:
         lease_token = str(uuid.uuid4())
         async with self.db.write() as tx:
-            row = (await tx.execute(self._claim_statement(identity, lease_token))).mappings().first()
+            statement = _CLAIM_BY_RUNNER if identity.server_id is None else _CLAIM_BY_RUNNER_OR_SERVER
+            params = {
+                "p_runner_id": identity.runner_id,
+                "p_server_id": identity.server_id,
+                "p_lease_token": lease_token,
+                "p_lease_seconds": self.claim_lease,
+            }
+            row = (await tx.execute(statement, params)).mappings().first()
             if row is None:
                 return None
             await history.open_attempt(
@@ -212,13 +307,7 @@ class Dispatcher:
         lease_token: str | None,
         expected: frozenset[OrderStatus],
     ) -> Exception:
-        row = (
-            await tx.execute(
-                select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(
-                    orders.c.id == order_id
-                )
-            )
-        ).first()
+        row = (await tx.execute(_ORDER_VIEW, {"p_order_id": order_id})).first()
         view = (
             None
             if row is None
@@ -228,43 +317,19 @@ class Dispatcher:
             view, runner_id=identity.runner_id, lease_token=lease_token, expected=expected, order_id=order_id
         )
 
-    def _guard(
-        self,
-        identity: RunnerIdentity,
-        order_id: str,
-        lease_token: str | None,
-        allowed: frozenset[OrderStatus],
-    ) -> list[Any]:
-        guard = [
-            orders.c.id == order_id,
-            orders.c.status.in_([s.value for s in allowed])
-            if len(allowed) > 1
-            else orders.c.status == next(iter(allowed)).value,
-            orders.c.runner_id == identity.runner_id,
-        ]
-        if lease_token is not None:
-            guard.append(orders.c.lease_token == lease_token)
-        return guard
+    def _params(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
+        return {
+            "p_order_id": order_id,
+            "p_runner_id": identity.runner_id,
+            "p_lease_token": lease_token,
+            "p_lease_seconds": self.claim_lease,
+        }
 
     async def start(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
         async with self.db.write() as tx:
+            statement = _START[lease_token is not None]
             row = (
-                (
-                    await tx.execute(
-                        update(orders)
-                        .where(*self._guard(identity, order_id, lease_token, START_FROM))
-                        .values(
-                            status=OrderStatus.RUNNING.value,
-                            started_at=db_now(),
-                            last_heartbeat_at=db_now(),
-                            lease_expires_at=db_now(self.claim_lease),
-                            executions=orders.c.executions + 1,
-                            status_reason=Reason.STARTED.value,
-                            updated_at=db_now(),
-                        )
-                        .returning(*orders.c)
-                    )
-                )
+                (await tx.execute(statement, self._params(identity, order_id, lease_token)))
                 .mappings()
                 .first()
             )
@@ -296,16 +361,8 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """Extend the lease; the answer tells the runner whether a cancel was requested."""
         async with self.db.write() as tx:
-            row = (
-                await tx.execute(
-                    update(orders)
-                    .where(*self._guard(identity, order_id, lease_token, HEARTBEAT_FROM))
-                    .values(last_heartbeat_at=db_now(), lease_expires_at=db_now(self.claim_lease))
-                    .returning(
-                        orders.c.id, orders.c.status, orders.c.lease_expires_at, orders.c.cancel_requested
-                    )
-                )
-            ).first()
+            statement = _HEARTBEAT[lease_token is not None]
+            row = (await tx.execute(statement, self._params(identity, order_id, lease_token))).first()
             if row is None:
                 raise await self._refusal(tx, identity, order_id, lease_token, HEARTBEAT_FROM)
         return {
@@ -328,27 +385,15 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """Record the outcome and report; a FAILED run goes back to the queue while attempts remain."""
         requeued = False
+        params = {
+            **self._params(identity, order_id, lease_token),
+            "p_outcome": outcome.value,
+            "p_report": report,
+            "p_report_version": report_version,
+            "p_report_summary": report_summary,
+        }
         async with self.db.write() as tx:
-            row = (
-                (
-                    await tx.execute(
-                        update(orders)
-                        .where(*self._guard(identity, order_id, lease_token, COMPLETE_FROM))
-                        .values(
-                            status=outcome.value,
-                            finished_at=db_now(),
-                            report=report,
-                            report_version=report_version,
-                            report_summary=report_summary,
-                            status_reason=Reason.COMPLETED.value,
-                            updated_at=db_now(),
-                        )
-                        .returning(*orders.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = (await tx.execute(_COMPLETE[lease_token is not None], params)).mappings().first()
             if row is None:
                 replay = await self._replayed_completion(tx, identity, order_id, outcome, lease_token)
                 if replay is not None:
@@ -373,26 +418,12 @@ class Dispatcher:
                 cancel_requested=bool(row["cancel_requested"]),
             ):
                 delay = self.retry.delay_after(row["executions"])
-                row = (
-                    (
-                        await tx.execute(
-                            update(orders)
-                            .where(orders.c.id == order_id, orders.c.status == outcome.value)
-                            .values(
-                                status=OrderStatus.QUEUED.value,
-                                not_before=db_now(delay),
-                                lease_token=None,
-                                lease_expires_at=None,
-                                finished_at=None,
-                                status_reason=Reason.RETRY.value,
-                                updated_at=db_now(),
-                            )
-                            .returning(*orders.c)
-                        )
-                    )
-                    .mappings()
-                    .one()
-                )
+                retry_params = {
+                    "p_order_id": order_id,
+                    "p_from_status": outcome.value,
+                    "p_delay_seconds": delay,
+                }
+                row = (await tx.execute(_REQUEUE_FOR_RETRY, retry_params)).mappings().one()
                 events.append(
                     history.event(
                         order_id,
@@ -409,6 +440,7 @@ class Dispatcher:
         self.metrics.count_transition(outcome)
         if requeued:
             self.metrics.count_transition(OrderStatus.QUEUED)
+            self.wakeups.notify(row["runner_id"], row["server_id"])
         return dict(row)
 
     async def _replayed_completion(

@@ -44,35 +44,33 @@ def event(
     }
 
 
+_INSERT_EVENTS = insert(order_events)
+_OPEN_ATTEMPT = insert(order_attempts).values(claimed_at=db_now())
+_MARK_STARTED = (
+    update(order_attempts)
+    .where(order_attempts.c.order_id == bindparam("o_id"), order_attempts.c.attempt == bindparam("o_attempt"))
+    .values(started_at=db_now())
+)
+
+
 async def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
     if events:
-        await tx.execute(insert(order_events), events)
+        await tx.execute(_INSERT_EVENTS, events if len(events) > 1 else events[0])
 
 
 async def open_attempt(tx: Tx, *, order_id: str, attempt: int, runner_id: str, lease_token: str) -> None:
     await tx.execute(
-        insert(order_attempts).values(
-            order_id=order_id,
-            attempt=attempt,
-            runner_id=runner_id,
-            lease_token=lease_token,
-            claimed_at=db_now(),
-        )
+        _OPEN_ATTEMPT,
+        {"order_id": order_id, "attempt": attempt, "runner_id": runner_id, "lease_token": lease_token},
     )
 
 
 async def mark_attempt_started(tx: Tx, *, order_id: str, attempt: int) -> None:
-    await tx.execute(
-        update(order_attempts)
-        .where(order_attempts.c.order_id == order_id, order_attempts.c.attempt == attempt)
-        .values(started_at=db_now())
-    )
+    await tx.execute(_MARK_STARTED, {"o_id": order_id, "o_attempt": attempt})
 
 
 async def close_attempts(tx: Tx, closings: list[tuple[str, int, str, str]]) -> None:
     """Close attempts given as (order_id, attempt, outcome, reason)."""
     if closings:
-        await tx.execute(
-            _CLOSE_ATTEMPT,
-            [{"o_id": o, "o_attempt": a, "o_outcome": out, "o_reason": r} for o, a, out, r in closings],
-        )
+        rows = [{"o_id": o, "o_attempt": a, "o_outcome": out, "o_reason": r} for o, a, out, r in closings]
+        await tx.execute(_CLOSE_ATTEMPT, rows if len(rows) > 1 else rows[0])

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -53,13 +54,12 @@ class Database:
         self._async_engine: AsyncEngine | None = None
         self._lock = asyncio.Lock()
         if self.dialect == "sqlite":
-            target = driver_url(url)
-            if target.database and target.database != ":memory:":
-                Path(target.database).parent.mkdir(parents=True, exist_ok=True)
             self._sync_engine = create_sqlite_engine(url)
         else:
             self._async_engine = create_async_engine(
                 driver_url(url),
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
@@ -109,6 +109,15 @@ class Database:
             finally:
                 sqlite.rollback()
 
+    async def read_one(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """The first row of a single read statement, without opening a transaction where none is needed."""
+        if self._async_engine is not None:
+            async with self._async_engine.connect() as conn:
+                return (await conn.execute(statement, params)).first()
+        async with self._lock:
+            # autocommit: one SELECT is its own consistent snapshot in SQLite
+            return self._sqlite_conn().execute(statement, params).first()
+
     async def dispose(self) -> None:
         if self._sync_conn is not None:
             self._sync_conn.close()
@@ -119,10 +128,19 @@ class Database:
             await self._async_engine.dispose()
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def create_sqlite_engine(url: str) -> Engine:
     """A pysqlite engine with WAL, foreign keys and a busy timeout, transactions under our control."""
+    target = driver_url(url)
+    if target.database and target.database != ":memory:":
+        Path(target.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         driver_url(url),
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         # one connection, used only from the event loop thread (see module docstring)
         poolclass=StaticPool,
         connect_args={"check_same_thread": False, "isolation_level": None},
