@@ -61,6 +61,9 @@ CREATE_CONCURRENCY = 16
 STRAGGLER_WAIT_S = 5.0
 PACE_GRACE_S = 1.0
 MAX_PRODUCERS = 128
+# Idle keep-alive connections are dropped by the client well before uvicorn's 5 s keep-alive timeout;
+# with equal timeouts a request can go out on a connection the server is closing (ReadError).
+KEEPALIVE_S = 2.0
 MAX_CONSECUTIVE_ERRORS = 100
 JSON_HEADERS = {"content-type": "application/json"}
 REPORT: dict[str, Any] = {"version": "v2", "summary": "bench", "durationMs": 0, "steps": [], "errors": []}
@@ -100,6 +103,11 @@ def latency_summary(samples_s: list[float], ps: tuple[int, ...], with_max: bool 
     if with_max:
         out["maxMs"] = round(values[-1] * 1000.0, 3) if values else None
     return out
+
+
+def number(value: float) -> float | int:
+    """12.0 -> 12 for the JSON, other values unchanged."""
+    return int(value) if value.is_integer() else value
 
 
 class Tally:
@@ -322,7 +330,9 @@ def admin_client(base_url: str, admin_key: str, connections: int) -> httpx.Async
         base_url=f"{base_url}/v1",
         headers={"x-ikoma-admin-key": admin_key},
         http2=False,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        limits=httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE_S
+        ),
         timeout=httpx.Timeout(30.0),
         trust_env=False,
     )
@@ -334,7 +344,7 @@ def runner_client(base_url: str, runner: Runner) -> httpx.AsyncClient:
         base_url=f"{base_url}/v1",
         headers={"x-runner-id": runner.id, "x-runner-token": runner.token},
         http2=False,
-        limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        limits=httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=KEEPALIVE_S),
         timeout=httpx.Timeout(LONG_POLL_S + 20.0),
         trust_env=False,
     )
@@ -772,8 +782,8 @@ async def run_paced(
     achieved = (len(sent) - 1) / span if len(sent) > 1 and span > 0 else None
     c2c = latency_summary(latencies, (50, 95, 99), with_max=True)
     result: dict[str, Any] = {
-        "targetRate": rate,
-        "durationSeconds": duration,
+        "targetRate": number(rate),
+        "durationSeconds": number(duration),
         "targetOrders": total,
         "created": len(sent),
         "achievedRate": round(achieved, 1) if achieved is not None else None,
@@ -850,6 +860,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         result = asyncio.run(bench_server(server, args))
         if server.proc is not None and server.proc.poll() is not None:
             raise BenchError(f"server exited during the benchmark:\n{server.log_tail()}")
+        if result["drain"]["errors"] or any(p["errors"] for p in result["paced"]):
+            result["serverLogTail"] = server.log_tail(40).splitlines()  # the log dies with the temp dir
         return {"backend": backend, **result}
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
@@ -916,8 +928,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "runners": args.runners,
             "orders": args.orders,
-            "rates": args.rates,
-            "durationSeconds": args.duration,
+            "rates": [number(r) for r in args.rates],
+            "durationSeconds": number(args.duration),
             "longPollSeconds": LONG_POLL_S,
         },
         "results": results,

@@ -67,3 +67,14 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
     result = run_ikoma(tmp_path, "version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == __version__
+
+
+def test_db_migrate_creates_a_missing_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "not" / "yet" / "there"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
+    env["IKOMA_DATA_DIR"] = str(data_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "ikoma", "db", "migrate"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "ikoma.db").is_file()

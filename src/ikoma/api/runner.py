@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ikoma.api.errors import error_response
 from ikoma.api.schemas import (
     ClaimedOrder,
     CompleteBody,
@@ -30,7 +29,7 @@ from ikoma.bootstrap import Context
 from ikoma.contracts import error_paths, parse_report
 from ikoma.domain.errors import BadRequest, Invalid
 from ikoma.domain.lifecycle import OrderStatus
-from ikoma.services.dispatch import MAX_WAIT_SECONDS, RunnerIdentity
+from ikoma.services.dispatch import MAX_WAIT_SECONDS
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 1024 * 1024  # reports bigger than this belong in logs/artifacts, not the report
@@ -41,17 +40,21 @@ def _ctx(request: Request) -> Context:
     return ctx
 
 
-async def _identity(request: Request) -> RunnerIdentity:
+def _call(request: Request) -> Any:
+    """The runner call's transaction, opened by authenticating the caller (401 before anything else)."""
     headers = request.headers
-    return await _ctx(request).dispatcher.authenticate(
-        headers.get("x-runner-id"), headers.get("x-runner-token")
-    )
+    return _ctx(request).dispatcher.runner_call(headers.get("x-runner-id"), headers.get("x-runner-token"))
 
 
-async def _body(request: Request, model: type[M]) -> M:
+async def _raw_body(request: Request) -> bytes:
+    # read before the transaction opens: a slow client must never hold a database transaction
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise Invalid("request body is too large", reason="payload_too_large", limitBytes=MAX_BODY_BYTES)
+    return raw
+
+
+def _parse(raw: bytes, model: type[M]) -> M:
     if not raw.strip():
         raw = b"{}"
     try:
@@ -89,78 +92,76 @@ def _json(model: type[BaseModel], row: Any, status: int = 200) -> Response:
 
 
 async def runner_heartbeat(request: Request) -> Response:
-    identity = await _identity(request)
-    body = await _body(request, RunnerHeartbeat)
-    answer = await _ctx(request).dispatcher.record_heartbeat(
-        identity, version=body.version, hostname=body.hostname, capabilities=body.capabilities
-    )
-    return Response(
-        RunnerHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True),
-        media_type="application/json",
-    )
+    raw = await _raw_body(request)
+    async with _call(request) as (identity, tx):
+        body = _parse(raw, RunnerHeartbeat)
+        answer = await _ctx(request).dispatcher.record_heartbeat(
+            identity, version=body.version, hostname=body.hostname, capabilities=body.capabilities, tx=tx
+        )
+    return _json(RunnerHeartbeatAnswer, answer)
 
 
 async def claim_next(request: Request) -> Response:
-    identity = await _identity(request)
-    raw_wait = request.query_params.get("wait", "0")
-    try:
-        wait = float(raw_wait)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT_SECONDS:
-        raise Invalid(
-            f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}",
-            field="wait",
-            value=raw_wait[:20],
-        )
-    order = await _ctx(request).dispatcher.claim_next(
-        identity, wait=wait, disconnected=request.is_disconnected
-    )
+    dispatcher = _ctx(request).dispatcher
+    async with _call(request) as (identity, tx):
+        raw_wait = request.query_params.get("wait", "0")
+        try:
+            wait = float(raw_wait)
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise Invalid(
+                f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}",
+                field="wait",
+                value=raw_wait[:20],
+            )
+        order = await dispatcher.claim_once(identity, tx=tx)
+    if order is None and wait > 0:
+        # long-poll outside the first transaction: each later try is a transaction of its own
+        order = await dispatcher.claim_next(identity, wait=wait, disconnected=request.is_disconnected)
     if order is None:
         return Response(status_code=204)
     return _json(ClaimedOrder, order)
 
 
 async def start(request: Request) -> Response:
-    identity = await _identity(request)
-    order_id = _order_id(request)
-    body = await _body(request, LeaseBody)
-    return _json(OrderPublic, await _ctx(request).dispatcher.start(identity, order_id, _lease(body)))
+    raw = await _raw_body(request)
+    async with _call(request) as (identity, tx):
+        order_id = _order_id(request)
+        body = _parse(raw, LeaseBody)
+        order = await _ctx(request).dispatcher.start(identity, order_id, _lease(body), tx=tx)
+    return _json(OrderPublic, order)
 
 
 async def order_heartbeat(request: Request) -> Response:
-    identity = await _identity(request)
-    order_id = _order_id(request)
-    body = await _body(request, LeaseBody)
-    answer = await _ctx(request).dispatcher.heartbeat(identity, order_id, _lease(body))
-    return Response(
-        OrderHeartbeatAnswer.model_validate(answer).model_dump_json(by_alias=True),
-        media_type="application/json",
-    )
+    raw = await _raw_body(request)
+    async with _call(request) as (identity, tx):
+        order_id = _order_id(request)
+        body = _parse(raw, LeaseBody)
+        answer = await _ctx(request).dispatcher.heartbeat(identity, order_id, _lease(body), tx=tx)
+    return _json(OrderHeartbeatAnswer, answer)
 
 
 async def complete(request: Request) -> Response:
-    identity = await _identity(request)
-    order_id = _order_id(request)
-    body = await _body(request, CompleteBody)
-    try:
-        report = parse_report(body.report)
-    except ValidationError as exc:
-        return error_response(
-            422,
-            "validation_error",
-            "report does not match its contract",
-            errors=[{**e, "path": f"report.{e['path']}".rstrip(".")} for e in error_paths(exc)],
+    raw = await _raw_body(request)
+    async with _call(request) as (identity, tx):
+        order_id = _order_id(request)
+        body = _parse(raw, CompleteBody)
+        try:
+            report = parse_report(body.report)
+        except ValidationError as exc:
+            errors = [{**e, "path": f"report.{e['path']}".rstrip(".")} for e in error_paths(exc)]
+            raise Invalid("report does not match its contract", errors=errors) from None
+        order = await _ctx(request).dispatcher.complete(
+            identity,
+            order_id,
+            outcome=OrderStatus(body.status),
+            report=body.report,
+            report_version=report.version,
+            report_summary=report.summary,
+            lease_token=_lease(body),
+            tx=tx,
         )
-    order = await _ctx(request).dispatcher.complete(
-        identity,
-        order_id,
-        outcome=OrderStatus(body.status),
-        report=body.report,
-        report_version=report.version,
-        report_summary=report.summary,
-        lease_token=_lease(body),
-    )
     return _json(OrderPublic, order)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,14 +208,36 @@ class Dispatcher:
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
 
-    async def authenticate(self, runner_id: str | None, token: str | None) -> RunnerIdentity:
+    async def authenticate(
+        self, runner_id: str | None, token: str | None, *, tx: Tx | None = None
+    ) -> RunnerIdentity:
         """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner."""
         if not runner_id or not token or not _is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")
-        row = await self.db.read_one(_AUTH, {"runner_id": runner_id})
+        params = {"runner_id": runner_id}
+        row = (await tx.execute(_AUTH, params)).first() if tx else await self.db.read_one(_AUTH, params)
         if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
             raise Unauthorized("runner credentials are missing or invalid")
         return RunnerIdentity(runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id)
+
+    @asynccontextmanager
+    async def runner_call(
+        self, runner_id: str | None, token: str | None
+    ) -> AsyncIterator[tuple[RunnerIdentity, Tx]]:
+        """One runner call, one transaction: authenticate, then act (saves a round trip per call)."""
+        if not runner_id or not token or not _is_uuid(runner_id):
+            raise Unauthorized("runner credentials are missing or invalid")  # before touching the database
+        async with self.db.write() as tx:
+            yield await self.authenticate(runner_id, token, tx=tx), tx
+
+    @asynccontextmanager
+    async def _write(self, tx: Tx | None) -> AsyncIterator[Tx]:
+        """The caller's transaction when it has one, else a new one."""
+        if tx is not None:
+            yield tx
+            return
+        async with self.db.write() as own:
+            yield own
 
     async def record_heartbeat(
         self,
@@ -222,9 +246,10 @@ class Dispatcher:
         version: str | None,
         hostname: str | None,
         capabilities: list[str] | None,
+        tx: Tx | None = None,
     ) -> dict[str, Any]:
         """Note the runner alive; facts it leaves out keep their previous value."""
-        async with self.db.write() as tx:
+        async with self._write(tx) as tx:
             now = (
                 await tx.execute(
                     _RUNNER_HEARTBEAT,
@@ -240,9 +265,9 @@ class Dispatcher:
 
     # --- claim ---------------------------------------------------------------------------------------
 
-    async def claim_once(self, identity: RunnerIdentity) -> dict[str, Any] | None:
+    async def claim_once(self, identity: RunnerIdentity, *, tx: Tx | None = None) -> dict[str, Any] | None:
         lease_token = str(uuid.uuid4())
-        async with self.db.write() as tx:
+        async with self._write(tx) as tx:
             statement = _CLAIM_BY_RUNNER if identity.server_id is None else _CLAIM_BY_RUNNER_OR_SERVER
             params = {
                 "p_runner_id": identity.runner_id,
@@ -273,9 +298,12 @@ class Dispatcher:
                     )
                 ],
             )
+            tx.after_commit(self._count_claim)
+        return dict(row)
+
+    def _count_claim(self) -> None:
         self.metrics.claims.inc()
         self.metrics.count_transition(OrderStatus.CLAIMED)
-        return dict(row)
 
     async def claim_next(
         self, identity: RunnerIdentity, *, wait: float, disconnected: Any = None
@@ -325,8 +353,10 @@ class Dispatcher:
             "p_lease_seconds": self.claim_lease,
         }
 
-    async def start(self, identity: RunnerIdentity, order_id: str, lease_token: str | None) -> dict[str, Any]:
-        async with self.db.write() as tx:
+    async def start(
+        self, identity: RunnerIdentity, order_id: str, lease_token: str | None, *, tx: Tx | None = None
+    ) -> dict[str, Any]:
+        async with self._write(tx) as tx:
             statement = _START[lease_token is not None]
             row = (
                 (await tx.execute(statement, self._params(identity, order_id, lease_token)))
@@ -349,18 +379,19 @@ class Dispatcher:
                     )
                 ],
             )
-        self.metrics.count_transition(OrderStatus.RUNNING)
-        if row["claimed_at"] is not None and row["started_at"] is not None:
-            self.metrics.claim_to_start.observe(
-                max(0.0, (row["started_at"] - row["claimed_at"]).total_seconds())
-            )
+            waited = (row["started_at"] - row["claimed_at"]).total_seconds() if row["claimed_at"] else 0.0
+            tx.after_commit(lambda: self._count_start(waited))
         return dict(row)
 
+    def _count_start(self, claim_to_start_seconds: float) -> None:
+        self.metrics.count_transition(OrderStatus.RUNNING)
+        self.metrics.claim_to_start.observe(max(0.0, claim_to_start_seconds))
+
     async def heartbeat(
-        self, identity: RunnerIdentity, order_id: str, lease_token: str | None
+        self, identity: RunnerIdentity, order_id: str, lease_token: str | None, *, tx: Tx | None = None
     ) -> dict[str, Any]:
         """Extend the lease; the answer tells the runner whether a cancel was requested."""
-        async with self.db.write() as tx:
+        async with self._write(tx) as tx:
             statement = _HEARTBEAT[lease_token is not None]
             row = (await tx.execute(statement, self._params(identity, order_id, lease_token))).first()
             if row is None:
@@ -382,6 +413,7 @@ class Dispatcher:
         report_version: str,
         report_summary: str,
         lease_token: str | None,
+        tx: Tx | None = None,
     ) -> dict[str, Any]:
         """Record the outcome and report; a FAILED run goes back to the queue while attempts remain."""
         requeued = False
@@ -392,7 +424,7 @@ class Dispatcher:
             "p_report_version": report_version,
             "p_report_summary": report_summary,
         }
-        async with self.db.write() as tx:
+        async with self._write(tx) as tx:
             row = (await tx.execute(_COMPLETE[lease_token is not None], params)).mappings().first()
             if row is None:
                 replay = await self._replayed_completion(tx, identity, order_id, outcome, lease_token)
@@ -437,11 +469,16 @@ class Dispatcher:
                 )
                 requeued = True
             await history.record_events(tx, events)
+            tx.after_commit(
+                lambda: self._count_completion(outcome, requeued, row["runner_id"], row["server_id"])
+            )
+        return dict(row)
+
+    def _count_completion(self, outcome: OrderStatus, requeued: bool, runner_id: str, server_id: str) -> None:
         self.metrics.count_transition(outcome)
         if requeued:
             self.metrics.count_transition(OrderStatus.QUEUED)
-            self.wakeups.notify(row["runner_id"], row["server_id"])
-        return dict(row)
+            self.wakeups.notify(runner_id, server_id)
 
     async def _replayed_completion(
         self, tx: Tx, identity: RunnerIdentity, order_id: str, outcome: OrderStatus, lease_token: str | None

@@ -11,7 +11,7 @@ that reads then writes can never be refused half-way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,15 @@ class Tx:
     def __init__(self, conn: Connection | AsyncConnection, dialect: Dialect) -> None:
         self._conn = conn
         self.dialect = dialect
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the transaction has committed (metrics, wake-ups): never for a rollback."""
+        self._after_commit.append(action)
+
+    def _committed(self) -> None:
+        for action in self._after_commit:
+            action()
 
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | list[dict[str, Any]] | None = None
@@ -62,7 +71,8 @@ class Database:
                 json_deserializer=orjson.loads,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                # no pre-ping: it costs a round trip per checkout; a dead connection is invalidated on error
+                # (503 to that caller) and the pool reconnects on the next checkout
                 pool_recycle=1800,
             )
 
@@ -81,17 +91,21 @@ class Database:
         """A read-write transaction, committed on success and rolled back on any exception."""
         if self._async_engine is not None:
             async with self._async_engine.begin() as conn:
-                yield Tx(conn, self.dialect)
+                tx = Tx(conn, self.dialect)
+                yield tx
+            tx._committed()
             return
         async with self._lock:
             sqlite = self._sqlite_conn()
             sqlite.exec_driver_sql("BEGIN IMMEDIATE")
+            tx = Tx(sqlite, self.dialect)
             try:
-                yield Tx(sqlite, self.dialect)
+                yield tx
             except BaseException:
                 sqlite.rollback()
                 raise
             sqlite.commit()
+        tx._committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
