@@ -42,10 +42,14 @@ async def test_a_failed_transaction_writes_nothing_and_runs_no_after_commit_acti
     database: Database,
 ) -> None:
     seen: list[int] = []
-    with pytest.raises(Boom):
+
+    async def write_then_fail() -> None:
         async with database.write() as tx:
             await tx.execute(insert(runners).values(_runner_row("rolled-back")))
             tx.after_commit(lambda: seen.append(1))
             raise Boom
+
+    with pytest.raises(Boom):
+        await write_then_fail()
     assert seen == []
     assert await _runner_count(database) == 0
