@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run up test lint bench smoke install clean
 
+# Recipes are silent (@) so that `make bench` prints nothing but its JSON on stdout.
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing IKOMA into $(VENV) ..." >&2
+	@$(PY) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip >&2
+	@$(BIN)/pip install --quiet -e '.[dev]' >&2
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -26,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP) ## dispatch benchmark: prints JSON figures for SQLite and PostgreSQL
-	$(BIN)/python bench/dispatch.py
+	@$(BIN)/python bench/dispatch.py
 
 smoke: ## walk Playbook → Server → Runner → Order → Claim → Start → Complete against a running server
 	API_URL=$${API_URL:-http://localhost:3000/v1} bash scripts/smoke.sh
