@@ -3,7 +3,6 @@
 import json
 import time
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -20,31 +19,13 @@ from ikoma.cli.client import (
     OrderFilters,
 )
 from ikoma.cli.output import Column, JsonOption
+from ikoma.domain.lifecycle import TERMINAL, OrderStatus
 
 app = typer.Typer(help="Create orders (a playbook run on a server) and follow them.", no_args_is_help=True)
 
 
-class OrderStatus(StrEnum):
-    QUEUED = "QUEUED"
-    CLAIMED = "CLAIMED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMEOUT = "TIMEOUT"
-    STALE = "STALE"
-
-
-TERMINAL_STATUSES = frozenset(
-    status.value
-    for status in (
-        OrderStatus.SUCCEEDED,
-        OrderStatus.FAILED,
-        OrderStatus.CANCELLED,
-        OrderStatus.TIMEOUT,
-        OrderStatus.STALE,
-    )
-)
+# The CLI speaks the domain's statuses; an order is followed until one of the terminal ones.
+TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
 POLL_INTERVAL_SECONDS = 0.5
 # Exit codes of `create --wait`: 0 SUCCEEDED, 1 any other end (or an API error), 3 still running at --timeout.
 EXIT_NOT_SUCCEEDED = 1
