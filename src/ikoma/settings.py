@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     claim_lease: float = Field(default=60.0, gt=0, le=86400, validation_alias="IKOMA_CLAIM_LEASE")
     stale_after: float = Field(default=120.0, gt=0, le=86400, validation_alias="IKOMA_STALE_AFTER")
     order_timeout: float = Field(default=3600.0, gt=0, le=7 * 86400, validation_alias="IKOMA_ORDER_TIMEOUT")
+    log_limit_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="IKOMA_LOG_LIMIT_BYTES"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias=AliasChoices("IKOMA_LOG_LEVEL", "LOG_LEVEL")
     )

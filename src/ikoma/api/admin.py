@@ -13,7 +13,10 @@ from starlette.responses import Response
 from ikoma.api.deps import Ctx, admin_key_header
 from ikoma.api.schemas import (
     AttachRunner,
+    BootstrapTokenCreate,
+    BootstrapTokenIssued,
     CancelRequest,
+    LogPage,
     OrderCreate,
     OrderCreated,
     OrderDetail,
@@ -33,7 +36,7 @@ from ikoma.api.schemas import (
 from ikoma.contracts import REPORT_CONTRACT
 from ikoma.domain.errors import Invalid
 from ikoma.domain.lifecycle import OrderStatus
-from ikoma.services import orders, playbooks, runners, servers
+from ikoma.services import bootstrap, logs, orders, playbooks, runners, servers
 
 router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or invalid admin key"}}
@@ -172,6 +175,33 @@ async def get_order(order_id: uuid.UUID, ctx: Ctx) -> Any:
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic, responses=ERRORS)
 async def cancel_order(order_id: uuid.UUID, ctx: Ctx, body: CancelRequest | None = None) -> Any:
     return await orders.cancel_order(ctx.db, str(order_id), reason=body.reason if body else None)
+
+
+@router.get("/orders/{order_id}/logs", response_model=LogPage, responses=ERRORS)
+async def order_logs(
+    order_id: uuid.UUID,
+    ctx: Ctx,
+    after_seq: Annotated[int, Query(alias="afterSeq", ge=-1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> Any:
+    """Log chunks after `afterSeq`; with `wait`, held until new chunks arrive or the order ends."""
+    return await logs.read_logs(
+        ctx.db, ctx.wakeups, order_id=str(order_id), after_seq=after_seq, limit=limit, wait=wait
+    )
+
+
+@router.post(
+    "/runner-bootstrap-tokens", status_code=201, response_model=BootstrapTokenIssued, responses=ERRORS
+)
+async def create_bootstrap_token(body: BootstrapTokenCreate, ctx: Ctx) -> Any:
+    """A one-time token a new runner trades for its credentials (`ikoma runner register`)."""
+    return await bootstrap.issue_bootstrap_token(
+        ctx.db,
+        name=body.name,
+        server_id=str(body.server_id) if body.server_id else None,
+        expires_in=body.expires_in_seconds,
+    )
 
 
 @router.get("/orders/{order_id}/events", response_model=list[OrderEventPublic], responses=ERRORS)

@@ -13,8 +13,12 @@ from ikoma.api.schemas import (
     CompleteBody,
     ErrorBody,
     LeaseBody,
+    LogsAccepted,
+    LogsBody,
     OrderHeartbeatAnswer,
     OrderPublic,
+    RegisterBody,
+    Registered,
     RunnerHeartbeat,
     RunnerHeartbeatAnswer,
 )
@@ -75,8 +79,12 @@ def install(app: FastAPI) -> None:
             ClaimedOrder,
             CompleteBody,
             LeaseBody,
+            LogsAccepted,
+            LogsBody,
             OrderHeartbeatAnswer,
             OrderPublic,
+            RegisterBody,
+            Registered,
             RunnerHeartbeat,
             RunnerHeartbeatAnswer,
             ErrorBody,
@@ -100,6 +108,13 @@ def install(app: FastAPI) -> None:
             ],
         )
         claim["responses"]["204"] = {"description": "no eligible order"}
+        register = _operation(
+            "Trade a one-time bootstrap token for runner credentials", RegisterBody, Registered, order=False
+        )
+        register["parameters"] = [
+            {"name": "x-bootstrap-token", "in": "header", "required": True, "schema": {"type": "string"}}
+        ]
+        register["responses"]["201"] = register["responses"].pop("200")
         schema["paths"].update(
             {
                 "/v1/runner/heartbeat": {
@@ -119,6 +134,12 @@ def install(app: FastAPI) -> None:
                         order=True,
                     )
                 },
+                "/v1/runner/orders/{order_id}/logs": {
+                    "post": _operation(
+                        "Append log chunks (idempotent by seq)", LogsBody, LogsAccepted, order=True
+                    )
+                },
+                "/v1/runner/register": {"post": register},
                 "/v1/runner/orders/{order_id}/complete": {
                     "post": _operation(
                         "Complete with an outcome and a report (v1 or v2)",

@@ -20,15 +20,20 @@ from ikoma.api.schemas import (
     ClaimedOrder,
     CompleteBody,
     LeaseBody,
+    LogsAccepted,
+    LogsBody,
     OrderHeartbeatAnswer,
     OrderPublic,
+    RegisterBody,
+    Registered,
     RunnerHeartbeat,
     RunnerHeartbeatAnswer,
 )
 from ikoma.bootstrap import Context
 from ikoma.contracts import error_paths, parse_report
-from ikoma.domain.errors import BadRequest, Invalid
+from ikoma.domain.errors import BadRequest, Invalid, Unauthorized
 from ikoma.domain.lifecycle import OrderStatus
+from ikoma.services import bootstrap, logs
 from ikoma.services.dispatch import MAX_WAIT_SECONDS
 
 M = TypeVar("M", bound=BaseModel)
@@ -165,7 +170,41 @@ async def complete(request: Request) -> Response:
     return _json(OrderPublic, order)
 
 
+async def register(request: Request) -> Response:
+    """Trade a one-time bootstrap token for runner credentials (`ikoma runner register`)."""
+    ctx = _ctx(request)
+    bootstrap_token = request.headers.get("x-bootstrap-token")
+    raw = await _raw_body(request)
+    if not bootstrap_token:
+        raise Unauthorized("bootstrap token is missing or invalid")
+    body = _parse(raw, RegisterBody)
+    answer = await bootstrap.register_runner(
+        ctx.db,
+        bootstrap_token=bootstrap_token,
+        name=body.name,
+        hostname=body.hostname,
+        stale_after=ctx.settings.stale_after,
+    )
+    return _json(Registered, answer, 201)
+
+
+async def append_logs(request: Request) -> Response:
+    ctx = _ctx(request)
+    raw = await _raw_body(request)
+    async with _call(request) as (identity, tx):
+        order_id = _order_id(request)
+        body = _parse(raw, LogsBody)
+        await ctx.dispatcher.check_logs_allowed(identity, order_id, _lease(body), tx=tx)
+        chunks = [logs.Chunk(seq=c.seq, stream=c.stream, data=c.data) for c in body.chunks]
+        answer = await logs.append_chunks(
+            tx, ctx.wakeups, order_id=order_id, chunks=chunks, limit_bytes=ctx.settings.log_limit_bytes
+        )
+    return _json(LogsAccepted, answer)
+
+
 routes = [
+    Route("/v1/runner/register", register, methods=["POST"]),
+    Route("/v1/runner/orders/{order_id}/logs", append_logs, methods=["POST"]),
     Route("/v1/runner/heartbeat", runner_heartbeat, methods=["POST"]),
     Route("/v1/runner/orders/claim-next", claim_next, methods=["POST"]),
     Route("/v1/runner/orders/{order_id}/start", start, methods=["POST"]),

@@ -260,6 +260,62 @@ class OrderHeartbeatAnswer(Public):
     cancel_requested: bool
 
 
+# --- runner registration and logs ------------------------------------------------------------------
+class BootstrapTokenCreate(Wire):
+    name: Name | None = None
+    server_id: uuid.UUID | None = None
+    expires_in_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = 3600
+
+
+class BootstrapTokenIssued(Public):
+    token: str = Field(description="One-time; shown once, stored as SHA-256.")
+    expires_at: UtcDatetime
+    server_id: str | None
+
+
+class RegisterBody(Wire):
+    name: Name | None = None
+    hostname: Annotated[str, Field(max_length=255)] | None = None
+
+
+class Registered(Public):
+    runner_id: str
+    token: str
+    server_id: str | None
+    name: str
+
+
+class LogChunkIn(Wire):
+    seq: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    stream: Literal["stdout", "stderr", "system"]
+    data: Annotated[str, Field(max_length=65536)]
+
+
+class LogsBody(LeaseBody):
+    chunks: Annotated[list[LogChunkIn], Field(min_length=1, max_length=500)]
+
+
+class LogsAccepted(Public):
+    accepted: int
+    duplicates: int
+    truncated: bool
+    stored_bytes: int
+
+
+class LogChunkPublic(Public):
+    seq: int
+    stream: str
+    data: str
+    at: UtcDatetime
+
+
+class LogPage(Public):
+    items: list[LogChunkPublic]
+    next_seq: int
+    done: bool
+    truncated: bool
+
+
 class ErrorBody(BaseModel):
     reason: str
     message: str

@@ -234,6 +234,22 @@ class AdminClient:
         """Status transitions, oldest first."""
         return self._list("GET", f"/v1/orders/{_segment(order_id)}/events")
 
+    def order_logs(self, order_id: str, *, after_seq: int = -1, wait: float = 0) -> JsonObject:
+        """Log chunks after `after_seq`; with `wait`, the API holds the call until there are new ones."""
+        return self._object(
+            "GET",
+            f"/v1/orders/{_segment(order_id)}/logs",
+            params={"afterSeq": after_seq, "wait": str(wait)},
+        )
+
+    def create_bootstrap_token(
+        self, *, name: str | None, server_id: str | None, expires_in: int
+    ) -> JsonObject:
+        """A one-time token for `ikoma runner register`, shown once."""
+        body = without_unset(name=name, serverId=server_id)
+        body["expiresInSeconds"] = expires_in
+        return self._object("POST", "/v1/runner-bootstrap-tokens", json=body)
+
     # Transport
 
     def _object(self, method: str, path: str, **kwargs: Any) -> JsonObject:

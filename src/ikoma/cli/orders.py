@@ -27,6 +27,8 @@ app = typer.Typer(help="Create orders (a playbook run on a server) and follow th
 # The CLI speaks the domain's statuses; an order is followed until one of the terminal ones.
 TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
 POLL_INTERVAL_SECONDS = 0.5
+# the API holds a follow request up to this long; the CLI's HTTP timeout must stay above it
+LOG_FOLLOW_WAIT_SECONDS = 5
 # Exit codes of `create --wait`: 0 SUCCEEDED, 1 any other end (or an API error), 3 still running at --timeout.
 EXIT_NOT_SUCCEEDED = 1
 EXIT_WAIT_TIMEOUT = 3
@@ -194,6 +196,29 @@ def order_events(
     """Show the status transitions of an order, oldest first."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
         output.show_list(client.order_events(order_id), EVENT_COLUMNS, as_json=as_json, empty="no events")
+
+
+@app.command("logs")
+def order_logs(
+    order_id: OrderIdArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the order ends.")
+    ] = False,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+) -> None:
+    """Print an order's log as the runner streamed it (stderr lines go to stderr)."""
+    after_seq = -1
+    with output.api_errors(False), AdminClient(api_url, admin_key) as client:
+        while True:
+            page = client.order_logs(
+                order_id, after_seq=after_seq, wait=LOG_FOLLOW_WAIT_SECONDS if follow else 0
+            )
+            for chunk in page["items"]:
+                typer.echo(chunk["data"], nl=False, err=chunk["stream"] == "stderr")
+            after_seq = int(page["nextSeq"]) - 1
+            if page["done"] or not follow:
+                return
 
 
 @app.command("cancel")

@@ -43,3 +43,22 @@ def create_runner(
         # The token goes on stdout, alone on its line, so it can be copied or piped as is.
         typer.echo(f"\ntoken: {runner['token']}")
     output.notice("Save this runner token now: it will not be shown again.")
+
+
+@app.command("bootstrap-token")
+def create_bootstrap_token(
+    name: Annotated[str | None, typer.Option("--name", help="Name the new runner will get.")] = None,
+    server_id: Annotated[
+        str | None, typer.Option("--server", help="Attach the new runner to this server.")
+    ] = None,
+    expires_in: Annotated[int, typer.Option("--expires-in", help="Seconds the token stays usable.")] = 3600,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a one-time token for `ikoma runner register` on the new machine (shown once)."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        issued = client.create_bootstrap_token(name=name, server_id=server_id, expires_in=expires_in)
+    output.show_object(issued, as_json=as_json, skip=["token"])
+    if not as_json:
+        typer.echo(issued["token"])

@@ -37,6 +37,8 @@ ACTIVE = frozenset({OrderStatus.CLAIMED, OrderStatus.RUNNING})
 START_FROM = frozenset({OrderStatus.CLAIMED})
 HEARTBEAT_FROM = ACTIVE
 COMPLETE_FROM = frozenset({OrderStatus.RUNNING})
+LATE_COMPLETE_FROM = frozenset({OrderStatus.STALE})
+LOGS_FROM = ACTIVE
 
 # Outcomes a runner may report on complete. CANCELLED/TIMEOUT come from the runner killing the work
 # itself (cancel seen in a heartbeat answer, or its own step timeout).
@@ -57,6 +59,7 @@ class Reason(StrEnum):
     HEARTBEAT_LOST = "heartbeat_lost"
     TIMED_OUT = "timed_out"
     RETRY = "retry"
+    LATE_COMPLETION = "late_completion"
     CANCEL_HONOURED = "cancel_honoured"
 
 
@@ -76,6 +79,10 @@ TRANSITIONS: frozenset[tuple[OrderStatus, OrderStatus]] = frozenset(
         # Retries: a failed or lost execution goes back to the queue while attempts remain.
         (OrderStatus.FAILED, OrderStatus.QUEUED),
         (OrderStatus.STALE, OrderStatus.QUEUED),
+        # A runner that finished while it could not reach the API delivers its report late; accepted
+        # once, and only while its lease is still the order's current one (nobody else claimed it).
+        (OrderStatus.STALE, OrderStatus.SUCCEEDED),
+        (OrderStatus.STALE, OrderStatus.FAILED),
     }
 )
 

@@ -22,6 +22,8 @@ from ikoma.domain.errors import Unauthorized
 from ikoma.domain.lifecycle import (
     COMPLETE_FROM,
     HEARTBEAT_FROM,
+    LATE_COMPLETE_FROM,
+    LOGS_FROM,
     START_FROM,
     OrderStatus,
     OrderView,
@@ -107,8 +109,8 @@ _CLAIM_BY_RUNNER = _claim(by_server=False)
 _CLAIM_BY_RUNNER_OR_SERVER = _claim(by_server=True)
 
 
-def _guarded(allowed: frozenset[OrderStatus], *, fenced: bool) -> Any:
-    """UPDATE orders WHERE id, allowed status, runner [and lease token]: the compare-and-set of each call."""
+def _guard(allowed: frozenset[OrderStatus], *, fenced: bool) -> list[Any]:
+    """WHERE id, allowed status, runner [and lease token]: what every runner call checks."""
     guard = [
         orders.c.id == bindparam("p_order_id"),
         orders.c.status.in_(sorted(s.value for s in allowed)),
@@ -116,7 +118,12 @@ def _guarded(allowed: frozenset[OrderStatus], *, fenced: bool) -> Any:
     ]
     if fenced:
         guard.append(orders.c.lease_token == bindparam("p_lease_token"))
-    return update(orders).where(*guard)
+    return guard
+
+
+def _guarded(allowed: frozenset[OrderStatus], *, fenced: bool) -> Any:
+    """The compare-and-set UPDATE of a runner call."""
+    return update(orders).where(*_guard(allowed, fenced=fenced))
 
 
 def _both(build: Any) -> dict[bool, Any]:
@@ -160,6 +167,21 @@ _COMPLETE = _both(
         .returning(*orders.c)
     )
 )
+# Only a fenced call may complete late: the lease token proves nobody else claimed the order since.
+_LATE_COMPLETE = (
+    _guarded(LATE_COMPLETE_FROM, fenced=True)
+    .values(
+        status=bindparam("p_outcome"),
+        finished_at=db_now(),
+        report=bindparam("p_report", type_=orders.c.report.type),
+        report_version=bindparam("p_report_version"),
+        report_summary=bindparam("p_report_summary"),
+        status_reason=Reason.LATE_COMPLETION.value,
+        updated_at=db_now(),
+    )
+    .returning(*orders.c)
+)
+_LOGS_ALLOWED = _both(lambda fenced: select(orders.c.id).where(*_guard(LOGS_FROM, fenced=fenced)))
 _REQUEUE_FOR_RETRY = (
     update(orders)
     .where(orders.c.id == bindparam("p_order_id"), orders.c.status == bindparam("p_from_status"))
@@ -430,6 +452,9 @@ class Dispatcher:
                 replay = await self._replayed_completion(tx, identity, order_id, outcome, lease_token)
                 if replay is not None:
                     return replay
+                late = await self._complete_late(tx, identity, order_id, outcome, lease_token, params)
+                if late is not None:
+                    return late
                 raise await self._refusal(tx, identity, order_id, lease_token, COMPLETE_FROM)
             attempt = row["attempt"]
             await history.close_attempts(tx, [(order_id, attempt, outcome.value, Reason.COMPLETED.value)])
@@ -480,6 +505,46 @@ class Dispatcher:
             self.metrics.count_transition(OrderStatus.QUEUED)
             self.wakeups.notify(runner_id, server_id)
 
+    async def _complete_late(
+        self,
+        tx: Tx,
+        identity: RunnerIdentity,
+        order_id: str,
+        outcome: OrderStatus,
+        lease_token: str | None,
+        params: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """A report spooled while the API was unreachable, for an order the reconciler marked STALE."""
+        if lease_token is None or outcome not in (OrderStatus.SUCCEEDED, OrderStatus.FAILED):
+            return None
+        row = (await tx.execute(_LATE_COMPLETE, params)).mappings().first()
+        if row is None:
+            return None
+        # the attempt row keeps what the reconciler saw (STALE); the late outcome is an event
+        await history.record_events(
+            tx,
+            [
+                history.event(
+                    order_id,
+                    OrderStatus.STALE,
+                    outcome,
+                    Reason.LATE_COMPLETION,
+                    attempt=row["attempt"],
+                    actor=identity.actor,
+                )
+            ],
+        )
+        tx.after_commit(lambda: self.metrics.count_transition(outcome))
+        return dict(row)
+
+    async def check_logs_allowed(
+        self, identity: RunnerIdentity, order_id: str, lease_token: str | None, *, tx: Tx
+    ) -> None:
+        """Logs are accepted from the runner holding the order while it is claimed or running."""
+        params = self._params(identity, order_id, lease_token)
+        if (await tx.execute(_LOGS_ALLOWED[lease_token is not None], params)).first() is None:
+            raise await self._refusal(tx, identity, order_id, lease_token, LOGS_FROM)
+
     async def _replayed_completion(
         self, tx: Tx, identity: RunnerIdentity, order_id: str, outcome: OrderStatus, lease_token: str | None
     ) -> dict[str, Any] | None:
@@ -498,7 +563,16 @@ class Dispatcher:
                 .limit(1)
             )
         ).first()
-        if closed is None or closed.outcome != outcome.value or closed.reason != Reason.COMPLETED.value:
-            return None
         row = (await tx.execute(select(orders).where(orders.c.id == order_id))).mappings().first()
-        return None if row is None else dict(row)
+        if row is None or closed is None:
+            return None
+        if closed.outcome == outcome.value and closed.reason == Reason.COMPLETED.value:
+            return dict(row)
+        # a late completion leaves the attempt as the reconciler closed it; the order tells instead
+        late_replay = (
+            row["status"] == outcome.value
+            and row["status_reason"] == Reason.LATE_COMPLETION.value
+            and lease_token is not None
+            and row["lease_token"] == lease_token
+        )
+        return dict(row) if late_replay else None

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from ikoma.domain import tokens
 from ikoma.domain.errors import Conflict
 from ikoma.storage.clock import db_now
-from ikoma.storage.database import Database
+from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import runners, servers
 
 RUNNER_TOKEN_KIND = "ikr"  # noqa: S105 - a token prefix, not a secret
@@ -43,20 +43,28 @@ def _listing(stale_after: float) -> Any:
     )
 
 
-async def create_runner(db: Database, *, name: str, stale_after: float) -> dict[str, Any]:
+async def insert_runner(tx: Tx, *, name: str, stale_after: float) -> dict[str, Any]:
+    """Create a runner inside the caller's transaction; the answer carries the token, shown this once."""
     token = tokens.issue(RUNNER_TOKEN_KIND)
     runner_id = str(uuid.uuid4())
+    taken = (await tx.execute(select(runners.c.id).where(runners.c.name == name))).first()
+    if taken is not None:
+        raise Conflict(f"a runner named {name!r} already exists", field="name")
+    await tx.execute(
+        insert(runners).values(
+            id=runner_id, name=name, token_hash=token.hash, token_prefix=token.prefix, capabilities=[]
+        )
+    )
+    row = (await tx.execute(_listing(stale_after).where(runners.c.id == runner_id))).mappings().one()
+    return {**row, "token": token.secret}
+
+
+async def create_runner(db: Database, *, name: str, stale_after: float) -> dict[str, Any]:
     try:
         async with db.write() as tx:
-            await tx.execute(
-                insert(runners).values(
-                    id=runner_id, name=name, token_hash=token.hash, token_prefix=token.prefix, capabilities=[]
-                )
-            )
-            row = (await tx.execute(_listing(stale_after).where(runners.c.id == runner_id))).mappings().one()
-    except IntegrityError:
+            return await insert_runner(tx, name=name, stale_after=stale_after)
+    except IntegrityError:  # a concurrent registration took the name between check and insert
         raise Conflict(f"a runner named {name!r} already exists", field="name") from None
-    return {**row, "token": token.secret}
 
 
 async def list_runners(db: Database, *, stale_after: float) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -132,6 +133,9 @@ orders = Table(
     Column("request_hash", String(64)),
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
     Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+    # added by migration 0003 (at the end, where ALTER TABLE puts them)
+    Column("log_bytes", Integer, nullable=False, server_default="0"),
+    Column("log_truncated", Boolean, nullable=False, server_default=false()),
     CheckConstraint(f"status IN ({ORDER_STATUSES})", name="status"),
 )
 # claim-next: the oldest QUEUED order of a runner, or of its server.
@@ -169,6 +173,31 @@ order_events = Table(
     Column("details", Json),
 )
 Index("ix_order_events_order", order_events.c.order_id, order_events.c.id)
+
+order_logs = Table(
+    "order_logs",
+    metadata,
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True),
+    # the runner numbers its chunks: a retried chunk has the same seq and is stored once
+    Column("seq", Integer, primary_key=True),
+    Column("stream", String(8), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("at", Timestamp, nullable=False, server_default=db_now()),
+)
+
+runner_bootstrap_tokens = Table(
+    "runner_bootstrap_tokens",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("token_prefix", String(16), nullable=False),
+    Column("name", String(200)),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE")),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("used_at", Timestamp),
+    Column("runner_id", Id, ForeignKey("runners.id", ondelete="SET NULL")),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+)
 
 admin_keys = Table(
     "admin_keys",
