@@ -13,6 +13,8 @@ def configure(level: str = "info") -> None:
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
     # alembic narrates every migration step at INFO; start-up prints its own one-line summary
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    # httpx logs every request at INFO: a runner would write a line per claim, heartbeat and log chunk
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -13,6 +13,7 @@ from ikoma import __version__, bootstrap
 from ikoma.api import admin, errors, health, openapi, runner
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.services.admin_keys import ensure_admin_key
+from ikoma.services.local_runner import ensure_local_runner, start_local_runner, stop_local_runner
 from ikoma.services.reconciler import stop
 from ikoma.settings import Settings
 from ikoma.storage import migrate
@@ -22,7 +23,12 @@ log = structlog.get_logger("ikoma.server")
 
 
 def create_app(
-    settings: Settings, *, run_migrations: bool = True, run_reconciler: bool = True, announce: bool = False
+    settings: Settings,
+    *,
+    run_migrations: bool = True,
+    run_reconciler: bool = True,
+    announce: bool = False,
+    local_runner: bool = False,
 ) -> FastAPI:
     ctx = bootstrap.build(settings)
 
@@ -41,6 +47,17 @@ def create_app(
         task = (
             asyncio.create_task(ctx.reconciler.run_forever(), name="reconciler") if run_reconciler else None
         )
+        runner_process = None
+        if local_runner:
+            # a wildcard listen address is reached locally through the loopback
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+            config_path = await ensure_local_runner(
+                ctx.db,
+                data_dir=settings.data_dir,
+                api_url=f"http://{host}:{settings.port}",
+                stale_after=settings.stale_after,
+            )
+            runner_process = await start_local_runner(config_path, settings.data_dir)
         log.info("started", database=redact(url), dialect=ctx.db.dialect, version=__version__)
         if announce:
             base = f"http://{settings.host}:{settings.port}"
@@ -52,6 +69,8 @@ def create_app(
         try:
             yield
         finally:
+            if runner_process is not None:
+                await stop_local_runner(runner_process)
             await stop(task)
             await ctx.db.dispose()
 

@@ -11,6 +11,7 @@ import typer
 
 from ikoma import __version__
 from ikoma.cli import orders, playbooks, runners, servers
+from ikoma.cli import runner as runner_agent
 from ikoma.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="IKOMA Control Plane", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -20,6 +21,7 @@ app.add_typer(servers.app, name="servers")
 app.add_typer(runners.app, name="runners")
 app.add_typer(playbooks.app, name="playbooks")
 app.add_typer(orders.app, name="orders")
+app.add_typer(runner_agent.app, name="runner")
 
 
 def _settings() -> Settings:
@@ -30,7 +32,7 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings, *, local_runner: bool = False) -> None:
     import uvicorn
 
     from ikoma import logs
@@ -52,7 +54,7 @@ def _serve(settings: Settings) -> None:
         )
         raise typer.Exit(1) from None
     config = uvicorn.Config(
-        create_app(settings, run_migrations=False, announce=True),
+        create_app(settings, run_migrations=False, announce=True, local_runner=local_runner),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -77,12 +79,13 @@ def serve() -> None:
 def up(
     data_dir: Annotated[Path, typer.Option(help="where SQLite and local state live")] = Path("data"),
     port: Annotated[int | None, typer.Option(help="default: PORT or 3000")] = None,
+    no_runner: Annotated[bool, typer.Option("--no-runner", help="start no runner for this machine")] = False,
 ) -> None:
-    """Serve with local defaults: SQLite in ./data, the admin key and URLs printed."""
+    """API, reconciler and a runner for this machine, SQLite in ./data; prints the admin key and URLs."""
     os.environ.setdefault("IKOMA_DATA_DIR", str(data_dir))
     if port is not None:
         os.environ["PORT"] = str(port)
-    _serve(_settings())
+    _serve(_settings(), local_runner=not no_runner)
 
 
 @db_app.command("migrate")

@@ -1,0 +1,90 @@
+"""`ikoma up`: the API with a runner for this machine, so a ping succeeds right after start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import support
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "ika_up_test_0123456789abcdefghij"
+
+
+def _start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
+    env.update({"IKOMA_ADMIN_KEY": ADMIN_KEY, "IKOMA_LOG_LEVEL": "warning"})
+    log = (tmp_path / "up.log").open("ab")
+    with log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ikoma", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError((tmp_path / "up.log").read_text())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def _admin(port: int) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-ikoma-admin-key": ADMIN_KEY})
+
+
+def _ping(admin: httpx.Client) -> dict[str, object]:
+    server = admin.get("/v1/servers").json()[0]
+    order = admin.post(
+        "/v1/orders", json={"serverId": server["id"], "playbookKey": "system.test_ping"}
+    ).json()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        current = admin.get(f"/v1/orders/{order['order']['id']}").json()
+        if current["status"] not in ("QUEUED", "CLAIMED", "RUNNING"):
+            return dict(current)
+        time.sleep(0.1)
+    raise AssertionError(f"ping did not end: {current}")
+
+
+def test_up_runs_a_local_runner_that_completes_a_ping_and_is_reused_after_restart(tmp_path: Path) -> None:
+    port = support.free_port()
+    process = _start_up(tmp_path, port)
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"x-ikoma-admin-key": ADMIN_KEY}
+        ) as admin:
+            done = _ping(admin)
+            assert done["status"] == "SUCCEEDED"
+            assert done["reportVersion"] == "v2"
+    finally:
+        _stop(process)
+    credentials = tmp_path / "data" / "runner.json"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    process = _start_up(tmp_path, port)
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"x-ikoma-admin-key": ADMIN_KEY}
+        ) as admin:
+            assert _ping(admin)["status"] == "SUCCEEDED"
+            assert len(admin.get("/v1/runners").json()) == 1  # the same local runner, not a new one
+    finally:
+        _stop(process)
