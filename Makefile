@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run up test lint bench smoke install clean
+.PHONY: run up test lint bench bench-ping smoke install clean
 
 # Recipes are silent (@) so that `make bench` prints nothing but its JSON on stdout.
 $(STAMP): pyproject.toml
@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP) ## dispatch benchmark: prints JSON figures for SQLite and PostgreSQL
 	@$(BIN)/python bench/dispatch.py
+
+bench-ping: $(STAMP) ## create→SUCCEEDED latency of 200 pings through `ikoma up`'s local runner (JSON)
+	@$(BIN)/python bench/ping.py
 
 smoke: ## walk Playbook → Server → Runner → Order → Claim → Start → Complete against a running server
 	API_URL=$${API_URL:-http://localhost:3000/v1} bash scripts/smoke.sh
