@@ -34,6 +34,7 @@ from ikoma.api.schemas import (
     ServerUpdate,
 )
 from ikoma.contracts import REPORT_CONTRACT
+from ikoma.contracts.playbook import template_errors
 from ikoma.domain.errors import Invalid
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services import bootstrap, logs, orders, playbooks, runners, servers
@@ -110,16 +111,34 @@ async def list_playbooks(ctx: Ctx) -> Any:
 
 @router.post("/playbooks", status_code=201, response_model=PlaybookPublic, responses=ERRORS)
 async def create_playbook(body: PlaybookCreate, ctx: Ctx) -> Any:
+    return await playbooks.create_playbook(ctx.db, _playbook_fields(body))
+
+
+@router.put("/playbooks/{key}", response_model=PlaybookPublic, responses=ERRORS)
+async def apply_playbook(key: str, body: PlaybookCreate, ctx: Ctx) -> Any:
+    """Create or replace a playbook (`ikoma playbooks apply FILE`); built-in ones cannot be replaced."""
+    if key != body.key:
+        raise Invalid("the key in the path and in the body differ", field="key", path=key, body=body.key)
+    return await playbooks.apply_playbook(ctx.db, _playbook_fields(body))
+
+
+def _playbook_fields(body: PlaybookCreate) -> dict[str, Any]:
+    """The columns of a playbook definition, after checks no type can express (schema, templates)."""
     try:
         Draft202012Validator.check_schema(body.params_schema)
     except SchemaError as exc:
         raise Invalid(
             f"paramsSchema is not a valid JSON schema: {exc.message}", field="paramsSchema"
         ) from None
-    fields = body.model_dump(by_alias=False)
+    if body.steps is not None:
+        problems = template_errors(body.steps, body.params_schema)
+        if problems:
+            raise Invalid("steps misuse parameters", errors=problems)
+    fields = body.model_dump(by_alias=False, exclude={"steps"})
     fields["default_timeout_s"] = fields.pop("default_timeout_seconds")
     fields["name"] = fields["name"] or body.key
-    return await playbooks.create_playbook(ctx.db, fields)
+    fields["steps"] = [s.model_dump(by_alias=True) for s in body.steps] if body.steps else None
+    return fields
 
 
 # --- orders ----------------------------------------------------------------------------------------

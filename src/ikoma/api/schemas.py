@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ikoma.contracts.playbook import StepDefinition
+
 
 def _utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; every stored time is UTC (the database clock).
@@ -119,6 +121,9 @@ class PlaybookCreate(Wire):
     destructive: bool = False
     default_timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 1
+    steps: Annotated[list[StepDefinition], Field(min_length=1, max_length=50)] | None = Field(
+        default=None, description="Declarative playbook: argv templates the runner executes in order."
+    )
 
 
 class PlaybookPublic(Public):
@@ -132,6 +137,7 @@ class PlaybookPublic(Public):
     default_timeout_seconds: int = Field(validation_alias="default_timeout_s")
     max_attempts: int
     builtin: bool
+    steps: list[dict[str, Any]] | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -178,6 +184,9 @@ class OrderPublic(Public):
 
 class ClaimedOrder(OrderPublic):
     lease_token: str = Field(description="Fencing token: present it on start, heartbeat and complete.")
+    steps: list[dict[str, Any]] | None = Field(
+        default=None, description="For a declarative playbook: its steps as of the order's creation."
+    )
 
 
 class AttemptPublic(Public):

@@ -192,6 +192,10 @@ class AdminClient:
     def create_playbook(self, fields: Mapping[str, Any]) -> JsonObject:
         return self._object("POST", "/v1/playbooks", json=dict(fields))
 
+    def apply_playbook(self, fields: Mapping[str, Any]) -> JsonObject:
+        """Create or replace a (non built-in) playbook by its key."""
+        return self._object("PUT", f"/v1/playbooks/{_segment(str(fields.get('key', '')))}", json=dict(fields))
+
     # Orders
 
     def create_order(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> JsonObject:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from ikoma.cli import output
 from ikoma.cli.client import DEFAULT_API_URL, AdminClient, AdminKeyOption, ApiUrlOption, without_unset
@@ -95,3 +96,59 @@ def create_playbook(
     )
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
         output.show_object(client.create_playbook(fields), as_json=as_json)
+
+
+# YAML keys a playbook file may use, mapped to the API's fields (the file reads like the API, plus
+# `params`/`required` as a shorthand for the JSON schema's properties and required list).
+PLAYBOOK_FILE_KEYS = {
+    "key",
+    "name",
+    "description",
+    "paramsSchema",
+    "minRole",
+    "destructive",
+    "defaultTimeoutSeconds",
+    "maxAttempts",
+    "steps",
+    "params",
+    "required",
+}
+
+
+def read_playbook_file(path: Path) -> dict[str, Any]:
+    """A declarative playbook from YAML, as the body of `PUT /v1/playbooks/:key`."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise typer.BadParameter(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path} must hold a mapping with key, steps, …")
+    unknown = sorted(set(data) - PLAYBOOK_FILE_KEYS)
+    if unknown:
+        raise typer.BadParameter(f"{path}: unknown keys {', '.join(unknown)}")
+    body = {k: v for k, v in data.items() if k not in ("params", "required")}
+    if "params" in data or "required" in data:
+        if "paramsSchema" in data:
+            raise typer.BadParameter(f"{path}: give either params/required or paramsSchema, not both")
+        body["paramsSchema"] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": data.get("params") or {},
+            "required": data.get("required") or [],
+        }
+    return body
+
+
+@app.command("apply")
+def apply_playbook(
+    file: Annotated[Path, typer.Argument(help="YAML playbook definition.", show_default=False)],
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register or update a declarative playbook from a YAML file (errors name the offending path)."""
+    body = read_playbook_file(file)
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        output.show_object(client.apply_playbook(body), as_json=as_json)

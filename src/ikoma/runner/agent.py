@@ -22,6 +22,7 @@ from ikoma.runner.client import (
     Unauthorized,
 )
 from ikoma.runner.config import AgentSettings, Credentials
+from ikoma.runner.declarative import declarative_playbook
 from ikoma.runner.execution import ABORTED, CANCELLED, LOST, TIMEOUT, UNREPORTED, ExecutionContext
 from ikoma.runner.logs import LogStream, Masker
 from ikoma.runner.playbooks import REGISTRY, Playbook, PlaybookResult, capabilities
@@ -243,6 +244,8 @@ class Agent:
         bound.info("order started", attempt=order.get("attempt"))
         try:
             playbook = self.registry.get(key)
+            if playbook is None and order.get("steps"):
+                playbook = declarative_playbook(order["steps"])  # the order carries its steps
             if playbook is None:
                 message = f"this runner has no playbook {key!r}"
                 result = PlaybookResult(

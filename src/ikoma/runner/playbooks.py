@@ -96,3 +96,8 @@ async def shell_exec(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookR
         f" (exit {step.exit_code})" if step.exit_code is not None else ""
     )
     return PlaybookResult(summary=summary, steps=[step], errors=step_errors([step]))
+
+
+# At the end on purpose: the built-in modules import `playbook` and friends from this module, so
+# they must be defined first; importing the registry is then enough to get every built-in.
+import ikoma.runner.builtins  # noqa: E402,F401 - registers the built-in playbooks

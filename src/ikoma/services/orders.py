@@ -60,6 +60,19 @@ def _validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
         )
 
 
+def _with_defaults(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The params as they will run: top-level schema defaults filled in, so the order shows them."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        return params
+    defaults = {
+        name: spec["default"]
+        for name, spec in properties.items()
+        if isinstance(spec, dict) and "default" in spec and name not in params
+    }
+    return {**defaults, **params}
+
+
 async def create_order(
     db: Database,
     wakeups: Wakeups,
@@ -118,7 +131,7 @@ async def create_order(
                     )
             else:
                 runner_id = server.runner_id
-            params = body.get("params") or {}
+            params = _with_defaults(playbook["params_schema"], body.get("params") or {})
             _validate_params(playbook["params_schema"], params)
             timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
             row = (
@@ -141,6 +154,7 @@ async def create_order(
                             status_reason=Reason.CREATED.value,
                             idempotency_key=idempotency_key,
                             request_hash=fingerprint,
+                            steps=playbook["steps"],
                         )
                         .returning(*orders.c)
                     )

@@ -101,6 +101,8 @@ playbooks = Table(
     Column("builtin", Boolean, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
     Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+    # declarative playbooks only (migration 0004): the argv templates the runner executes
+    Column("steps", Json),
 )
 
 orders = Table(
@@ -136,6 +138,9 @@ orders = Table(
     # added by migration 0003 (at the end, where ALTER TABLE puts them)
     Column("log_bytes", Integer, nullable=False, server_default="0"),
     Column("log_truncated", Boolean, nullable=False, server_default=false()),
+    # a declarative playbook's steps as they were when the order was created (migration 0004): an order
+    # runs what was asked for, even if the playbook is changed while it waits
+    Column("steps", Json),
     CheckConstraint(f"status IN ({ORDER_STATUSES})", name="status"),
 )
 # claim-next: the oldest QUEUED order of a runner, or of its server.

@@ -65,7 +65,11 @@ BUILTINS: list[dict[str, Any]] = [
         "key": "apt.analyze",
         "name": "APT analyze",
         "description": "Pending upgrades (security or not), reboot required, held packages, notices.",
-        "params_schema": _EMPTY,
+        "params_schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"refresh": {"type": "boolean", "default": False}},
+        },
         "min_role": "observer",
         "destructive": False,
         "default_timeout_s": 600,
