@@ -185,3 +185,19 @@ async def test_a_late_report_is_refused_once_another_attempt_holds_the_order(dat
     with pytest.raises(Conflict) as refused:
         await complete(dispatcher, pair.identity, order["id"], lease_token=order["lease_token"])
     assert refused.value.reason == "stale_lease"
+
+
+async def test_a_reader_does_not_skip_a_chunk_still_in_flight_while_the_order_runs(
+    database: Database,
+) -> None:
+    pair = await make_pair(database)
+    dispatcher = make_dispatcher(database)
+    await make_order(database, pair.server_id)
+    order = await claim_and_start(dispatcher, pair.identity)
+    await _append(database, dispatcher, pair, order, [logs.Chunk(1, "stdout", "second\n")])
+    early = await logs.read_logs(database, Wakeups(), order_id=order["id"], after_seq=-1, limit=10, wait=0)
+    assert early["items"] == []
+    assert early["nextSeq"] == 0
+    await _append(database, dispatcher, pair, order, [logs.Chunk(0, "stdout", "first\n")])
+    page = await logs.read_logs(database, Wakeups(), order_id=order["id"], after_seq=-1, limit=10, wait=0)
+    assert [c["data"] for c in page["items"]] == ["first\n", "second\n"]

@@ -112,6 +112,22 @@ async def _read(
     return items, ended, bool(order.log_truncated)
 
 
+def _contiguous(items: list[dict[str, Any]], after_seq: int) -> list[dict[str, Any]]:
+    """The chunks that follow `after_seq` without a gap.
+
+    While the order runs, a missing seq is a chunk still in flight (a retry, a reordered request): a
+    reader that skipped past it would never see it. Once the order has ended, gaps are final.
+    """
+    expected = after_seq + 1
+    run: list[dict[str, Any]] = []
+    for item in items:
+        if item["seq"] != expected:
+            break
+        run.append(item)
+        expected += 1
+    return run
+
+
 async def read_logs(
     db: Database, wakeups: Wakeups, *, order_id: str, after_seq: int, limit: int, wait: float
 ) -> dict[str, Any]:
@@ -122,6 +138,8 @@ async def read_logs(
         while True:
             waiter.clear()
             items, ended, truncated = await _read(db, order_id, after_seq, limit)
+            if not ended:
+                items = _contiguous(items, after_seq)
             remaining = deadline - loop.time()
             if items or ended or remaining <= 0:
                 break
