@@ -269,9 +269,18 @@ class Agent:
             return
         status = order_status(result, ctx)
         logs.system(f"[runner] order {status}: {result.summary}")
-        await logs.close()  # the API reads logs as complete once the order ends: flush them first
         report = build_report(result, ctx.elapsed_ms(), masker)
-        await self.deliver(Completion(order_id=order_id, lease_token=lease, status=status, report=report))
+        completion = Completion(order_id=order_id, lease_token=lease, status=status, report=report)
+        # On disk before anything that may wait on the API (flushing logs retries for seconds when it
+        # is down): a crash from here on loses no result. The spool loop leaves it alone meanwhile,
+        # because the API reads the logs as complete once the order ends.
+        self.spool.write(completion)
+        self._delivering.add(order_id)
+        try:
+            await logs.close()
+        finally:
+            self._delivering.discard(order_id)
+        await self._deliver_spooled_one(completion)
         bound.info("order finished", status=status, duration_ms=report["durationMs"])
 
     async def _lease_heartbeats(self, ctx: ExecutionContext, lease: str) -> None:
