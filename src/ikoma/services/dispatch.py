@@ -152,35 +152,28 @@ _HEARTBEAT = _both(
         .returning(orders.c.id, orders.c.status, orders.c.lease_expires_at, orders.c.cancel_requested)
     )
 )
-_COMPLETE = _both(
-    lambda fenced: (
-        _guarded(COMPLETE_FROM, fenced=fenced)
+
+
+def _completion(allowed: frozenset[OrderStatus], *, fenced: bool, reason: Reason) -> Any:
+    """Record the runner's outcome and report: the UPDATE of complete and of a late completion."""
+    return (
+        _guarded(allowed, fenced=fenced)
         .values(
             status=bindparam("p_outcome"),
             finished_at=db_now(),
             report=bindparam("p_report", type_=orders.c.report.type),
             report_version=bindparam("p_report_version"),
             report_summary=bindparam("p_report_summary"),
-            status_reason=Reason.COMPLETED.value,
+            status_reason=reason.value,
             updated_at=db_now(),
         )
         .returning(*orders.c)
     )
-)
+
+
+_COMPLETE = _both(lambda fenced: _completion(COMPLETE_FROM, fenced=fenced, reason=Reason.COMPLETED))
 # Only a fenced call may complete late: the lease token proves nobody else claimed the order since.
-_LATE_COMPLETE = (
-    _guarded(LATE_COMPLETE_FROM, fenced=True)
-    .values(
-        status=bindparam("p_outcome"),
-        finished_at=db_now(),
-        report=bindparam("p_report", type_=orders.c.report.type),
-        report_version=bindparam("p_report_version"),
-        report_summary=bindparam("p_report_summary"),
-        status_reason=Reason.LATE_COMPLETION.value,
-        updated_at=db_now(),
-    )
-    .returning(*orders.c)
-)
+_LATE_COMPLETE = _completion(LATE_COMPLETE_FROM, fenced=True, reason=Reason.LATE_COMPLETION)
 _LOGS_ALLOWED = _both(lambda fenced: select(orders.c.id).where(*_guard(LOGS_FROM, fenced=fenced)))
 _REQUEUE_FOR_RETRY = (
     update(orders)
