@@ -251,6 +251,8 @@ class LeaseBody(Wire):
 
 
 class CompleteBody(LeaseBody):
+    # CANCELLED/TIMEOUT come from the runner stopping the work itself (a cancel seen in a lease
+    # heartbeat answer, or the order's timeout reached on the runner)
     status: Literal["SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"]
     report: dict[str, Any]
 

@@ -40,12 +40,6 @@ COMPLETE_FROM = frozenset({OrderStatus.RUNNING})
 LATE_COMPLETE_FROM = frozenset({OrderStatus.STALE})
 LOGS_FROM = ACTIVE
 
-# Outcomes a runner may report on complete. CANCELLED/TIMEOUT come from the runner killing the work
-# itself (cancel seen in a heartbeat answer, or its own step timeout).
-RUNNER_OUTCOMES = frozenset(
-    {OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.CANCELLED, OrderStatus.TIMEOUT}
-)
-
 
 class Reason(StrEnum):
     """Why a transition happened; stored on every order event."""
