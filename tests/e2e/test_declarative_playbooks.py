@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
-from tests.e2e.test_runner_agent import Fleet, _fleet, _stop
+from tests.e2e.fleet import Fleet, attach_fleet, kill
 
 pytestmark = pytest.mark.e2e
 
@@ -52,14 +52,14 @@ def ikoma(server: support.LiveServer, *args: str) -> subprocess.CompletedProcess
 
 @pytest.fixture
 def fleet(live_server: support.LiveServer, tmp_path: Path) -> Fleet:
-    return _fleet(live_server, tmp_path)
+    return attach_fleet(live_server, tmp_path)
 
 
 @pytest.fixture
 def runner(fleet: Fleet) -> Iterator[subprocess.Popen[bytes]]:
     proc = fleet.start_runner()
     yield proc
-    _stop(proc)
+    kill(proc)
 
 
 def test_applied_yaml_playbook_runs_with_params_as_inert_whole_argv_items(

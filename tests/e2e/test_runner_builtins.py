@@ -7,17 +7,15 @@ docker.prune is left to the unit tests, which use a fake docker.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import support
+from tests.e2e.fleet import Fleet, attach_fleet
 
 pytestmark = [pytest.mark.e2e]
 
@@ -31,71 +29,12 @@ BUILTIN_KEYS = {
 }
 
 
-@dataclass
-class Fleet:
-    """One server with one runner attached (same pattern as test_runner_agent.py)."""
-
-    server: support.LiveServer
-    server_id: str
-    runner_id: str
-    token: str
-    workdir: Path
-
-    def order(self, playbook: str, params: dict[str, Any]) -> str:
-        with self.server.admin() as admin:
-            response = admin.post(
-                "/v1/orders", json={"serverId": self.server_id, "playbookKey": playbook, "params": params}
-            )
-        assert response.status_code == 201, response.text
-        return str(response.json()["order"]["id"])
-
-    def get(self, order_id: str) -> dict[str, Any]:
-        with self.server.admin() as admin:
-            response = admin.get(f"/v1/orders/{order_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    def wait_done(self, order_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        final = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "STALE"}
-        deadline = time.monotonic() + timeout
-        order = self.get(order_id)
-        while order["status"] not in final and time.monotonic() < deadline:
-            time.sleep(0.2)
-            order = self.get(order_id)
-        assert order["status"] in final, f"order still {order['status']}: {self.runner_log()}"
-        return order
-
-    def start_runner(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
-        argv = [
-            sys.executable, "-m", "ikoma", "runner",
-            "--api-url", self.server.url, "--runner-id", self.runner_id, "--token", self.token,
-            "--state-dir", str(self.workdir / "state"), "--kill-grace", "1", "--heartbeat-interval", "1",
-            "--claim-wait", "2", "--spool-retry-interval", "1", "--log-level", "info",
-        ]  # fmt: skip
-        with (self.workdir / "runner.log").open("ab") as log:  # the child keeps its own descriptor
-            return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def runner_log(self) -> str:
-        path = self.workdir / "runner.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
 @pytest.fixture
 def fleet(live_server: support.LiveServer, tmp_path: Path) -> Iterator[Fleet]:
-    with live_server.admin() as admin:
-        srv = admin.post("/v1/servers", json={"name": "host-1", "hostname": "host-1.example.net"})
-        assert srv.status_code == 201, srv.text
-        runner = admin.post("/v1/runners", json={"name": "runner-host-1"})
-        assert runner.status_code == 201, runner.text
-        attach = admin.patch(f"/v1/servers/{srv.json()['id']}", json={"runnerId": runner.json()["id"]})
-        assert attach.status_code == 200, attach.text
-    fleet = Fleet(live_server, srv.json()["id"], runner.json()["id"], runner.json()["token"], tmp_path)
-    proc = fleet.start_runner()
+    fleet = attach_fleet(live_server, tmp_path, name="host-1")
+    fleet.start_runner()
     yield fleet
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
+    fleet.stop_runners()
 
 
 def _succeeded(fleet: Fleet, order: dict[str, Any]) -> dict[str, Any]:

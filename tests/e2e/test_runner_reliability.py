@@ -16,13 +16,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import support
+from tests.e2e.fleet import Fleet, attach_fleet
 
 pytestmark = [pytest.mark.e2e]
 
@@ -36,92 +36,6 @@ RUN_COUNTER = (
     "print(f'execution {n}', flush=True)\n"
     "time.sleep(30 if n == 1 else 0)\n"
 )
-
-
-@dataclass
-class Fleet:
-    """One server, one attached runner identity, and the runner processes started for it."""
-
-    server: support.LiveServer
-    server_id: str
-    runner_id: str
-    token: str
-    workdir: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def order(self, playbook: str, params: dict[str, Any], **extra: Any) -> str:
-        with self.server.admin() as admin:
-            response = admin.post(
-                "/v1/orders",
-                json={"serverId": self.server_id, "playbookKey": playbook, "params": params, **extra},
-            )
-        assert response.status_code == 201, response.text
-        return str(response.json()["order"]["id"])
-
-    def get(self, order_id: str) -> dict[str, Any]:
-        with self.server.admin() as admin:
-            response = admin.get(f"/v1/orders/{order_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    def events(self, order_id: str) -> list[dict[str, Any]]:
-        with self.server.admin() as admin:
-            response = admin.get(f"/v1/orders/{order_id}/events")
-        assert response.status_code == 200, response.text
-        return list(response.json())
-
-    def wait_status(self, order_id: str, statuses: set[str], timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        order = self.get(order_id)
-        while order["status"] not in statuses and time.monotonic() < deadline:
-            time.sleep(0.1)
-            order = self.get(order_id)
-        assert order["status"] in statuses, f"order {order['status']}, wanted {statuses}: {order}"
-        return order
-
-    def start_runner(self, name: str = "runner", parallel: int = 1) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
-        env["IKOMA_CLAIM_LEASE"] = "3"  # the runner heartbeats its orders every second (lease / 3)
-        argv = [
-            sys.executable, "-m", "ikoma", "runner",
-            "--api-url", self.server.url, "--runner-id", self.runner_id, "--token", self.token,
-            "--state-dir", str(self.workdir / "state"), "--kill-grace", "1", "--heartbeat-interval", "1",
-            "--claim-wait", "2", "--spool-retry-interval", "1", "--log-level", "info",
-            "--parallel", str(parallel),
-        ]  # fmt: skip
-        with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
-
-    def runner_log(self, name: str = "runner") -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def read_logs(self, order_id: str, *, limit: int = 1000, wait: float = 1.0) -> tuple[list[Any], Any]:
-        """Every chunk, page after page (afterSeq = nextSeq - 1) until `done`; and the last page."""
-        items: list[dict[str, Any]] = []
-        after = -1
-        deadline = time.monotonic() + 30
-        with self.server.admin() as admin:
-            while True:
-                response = admin.get(
-                    f"/v1/orders/{order_id}/logs", params={"afterSeq": after, "limit": limit, "wait": wait}
-                )
-                assert response.status_code == 200, response.text
-                page = response.json()
-                assert len(page["items"]) <= limit
-                items += page["items"]
-                after = page["nextSeq"] - 1
-                if page["done"]:
-                    return items, page
-                assert time.monotonic() < deadline, f"logs never done; last page {page}"
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _kill_marked(marker: str) -> list[int]:
@@ -166,19 +80,11 @@ def _fleet(database_url: str, workdir: Path, env: dict[str, str] | None = None) 
     server.start()
     fleet: Fleet | None = None
     try:
-        with server.admin() as admin:
-            srv = admin.post("/v1/servers", json={"name": "web-1", "hostname": "web-1.example.net"})
-            assert srv.status_code == 201, srv.text
-            runner = admin.post("/v1/runners", json={"name": "runner-web-1"})
-            assert runner.status_code == 201, runner.text
-            attach = admin.patch(f"/v1/servers/{srv.json()['id']}", json={"runnerId": runner.json()["id"]})
-            assert attach.status_code == 200, attach.text
-        fleet = Fleet(server, srv.json()["id"], runner.json()["id"], runner.json()["token"], workdir)
+        fleet = attach_fleet(server, workdir)
         yield fleet
     finally:
         if fleet is not None:
-            for proc in fleet.procs:
-                _kill(proc)
+            fleet.stop_runners()
         server.stop()
 
 
