@@ -17,12 +17,9 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Connection, inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from ikoma.storage import migrate
-from ikoma.storage.database import create_sqlite_engine
 from ikoma.storage.tables import metadata
-from ikoma.storage.urls import dialect_of, driver_url
 from tests import support
 
 T = TypeVar("T")
@@ -60,27 +57,7 @@ def migrated(new_database: NewDatabase) -> str:
 
 def on_connection(url: str, work: Callable[[Connection], T]) -> T:
     """Run `work` on a fresh synchronous connection of either backend, then commit."""
-    if dialect_of(url) == "sqlite":
-        engine = create_sqlite_engine(url)
-        try:
-            with engine.connect() as conn:
-                result = work(conn)
-                conn.commit()
-                return result
-        finally:
-            engine.dispose()
-
-    async def run() -> T:
-        engine = create_async_engine(driver_url(url))
-        try:
-            async with engine.connect() as conn:
-                result = await conn.run_sync(work)
-                await conn.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
+    return asyncio.run(migrate.run_on_connection(url, work))
 
 
 def execute(url: str, sql: str) -> None:

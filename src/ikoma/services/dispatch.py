@@ -230,7 +230,11 @@ class Dispatcher:
         if not runner_id or not token or not _is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")
         params = {"runner_id": runner_id}
-        row = (await tx.execute(_AUTH, params)).first() if tx else await self.db.read_one(_AUTH, params)
+        if tx is not None:
+            row = (await tx.execute(_AUTH, params)).first()
+        else:
+            async with self.db.read() as own:
+                row = (await own.execute(_AUTH, params)).first()
         if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
             raise Unauthorized("runner credentials are missing or invalid")
         return RunnerIdentity(runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id)

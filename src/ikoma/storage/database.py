@@ -123,15 +123,6 @@ class Database:
             finally:
                 sqlite.rollback()
 
-    async def read_one(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
-        """The first row of a single read statement, without opening a transaction where none is needed."""
-        if self._async_engine is not None:
-            async with self._async_engine.connect() as conn:
-                return (await conn.execute(statement, params)).first()
-        async with self._lock:
-            # autocommit: one SELECT is its own consistent snapshot in SQLite
-            return self._sqlite_conn().execute(statement, params).first()
-
     async def dispose(self) -> None:
         if self._sync_conn is not None:
             self._sync_conn.close()
