@@ -37,6 +37,16 @@ class Settings(BaseSettings):
         default="info", validation_alias=AliasChoices("IKOMA_LOG_LEVEL", "LOG_LEVEL")
     )
 
+    # --- operations tools (issue 5) ---------------------------------------------------------------
+    # the JSONL mirror of the audit log (optional): one line per entry, appended after the database write
+    audit_log: Path | None = Field(default=None, validation_alias="IKOMA_AUDIT_LOG")
+    # the server `/execute` and MCP act on when the body names none; default: the `ikoma up` local server
+    default_server: str | None = Field(default=None, validation_alias="IKOMA_DEFAULT_SERVER")
+    # longest a caller of /execute or MCP may wait for a tool's order before getting 202 + the order id
+    execute_max_wait: float = Field(default=300.0, gt=0, le=3600, validation_alias="IKOMA_EXECUTE_MAX_WAIT")
+
+    # --- machine state, reports, retention, schedules (issue 4) ----------------------------------
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:

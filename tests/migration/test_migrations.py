@@ -25,7 +25,7 @@ from tests import support
 T = TypeVar("T")
 NewDatabase = Callable[[], str]
 
-BUILTIN_PLAYBOOKS = 8
+BUILTIN_PLAYBOOKS = 8 + 19  # 0002 built-ins + 0005 operations tools
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from ikoma.bootstrap import Context
+from ikoma.services.identity import Principal
 
 
 async def context(request: Request) -> Context:
@@ -19,3 +20,12 @@ Ctx = Annotated[Context, Depends(context)]
 
 # Checked by PolicyMiddleware before routing; declared here so OpenAPI shows the requirement.
 admin_key_header = APIKeyHeader(name="x-ikoma-admin-key", auto_error=False, description="Admin key")
+
+
+async def principal(request: Request) -> Principal:
+    """Set by PolicyMiddleware once the credential is verified and the route's role checked."""
+    found: Principal = request.scope["state"]["principal"]
+    return found
+
+
+CurrentPrincipal = Annotated[Principal, Depends(principal)]

@@ -28,6 +28,13 @@ class Unauthorized(DomainError):
     reason = "unauthorized"
 
 
+class Forbidden(DomainError):
+    """403: who is calling is known, and their role does not allow this."""
+
+    status_code = 403
+    reason = "forbidden"
+
+
 class NotFound(DomainError):
     status_code = 404
     reason = "not_found"

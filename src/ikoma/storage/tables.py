@@ -213,6 +213,54 @@ admin_keys = Table(
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
 )
 
+# --- API clients and the audit log (migration 0005) ------------------------------------------------
+ROLES = "'observer','builder','operator','admin'"
+
+# Automation's own credentials (seed 003 `api_clients`): a role, an optional expiry and server scope.
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("token_prefix", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    # null: every server; otherwise the ids of the only servers this client may see or act on
+    Column("server_ids", Json),
+    Column("expires_at", Timestamp),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("last_used_at", Timestamp),
+    Column("revoked_at", Timestamp),
+    CheckConstraint(f"role IN ({ROLES})", name="role"),
+)
+
+# Append-only, hash-chained: each entry's hash covers its fields and the previous entry's hash, and ids
+# follow each other without gaps, so an edited, deleted or reordered row breaks the chain.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Timestamp, nullable=False),
+    Column("channel", String(10), nullable=False),
+    Column("actor_kind", String(20), nullable=False),
+    Column("actor_id", String(100)),
+    Column("token_prefix", String(16)),
+    Column("role", String(20)),
+    Column("action", String(200), nullable=False),
+    Column("target", String(300)),
+    Column("params", Json),
+    Column("outcome", String(10), nullable=False),
+    Column("status_code", Integer),
+    Column("reason", String(64)),
+    Column("order_id", String(36)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    CheckConstraint("outcome IN ('allowed','denied','error')", name="outcome"),
+)
+Index("ix_audit_log_at", audit_log.c.at)
+
+
 # One row per applied migration with the SHA-256 of its file: `ikoma db check` compares both ways.
 migration_history = Table(
     "ikoma_migration_history",
