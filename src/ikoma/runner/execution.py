@@ -130,7 +130,16 @@ class ExecutionContext:
         if self.logs is not None:
             self.logs.system(message)
 
-    async def run_step(self, name: str, argv: list[str], *, time_limit: float | None = None) -> StepResult:
+    async def run_step(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        time_limit: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> StepResult:
+        """Run `argv`; `env` adds variables to the clean environment (a secret for this child only,
+        e.g. PGPASSWORD: never argv, which every local user can read in /proc)."""
         started = time.monotonic()
         if self.stopped:
             return StepResult(name, "SKIPPED", 0, output=f"skipped: order {self.stop_reason}")
@@ -142,7 +151,7 @@ class ExecutionContext:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=child_env(),
+                env={**child_env(), **(env or {})},
                 start_new_session=True,  # its own process group: one killpg reaches every descendant
             )
         except OSError as exc:

@@ -50,6 +50,11 @@ class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
+    def add(self, secret: str) -> None:
+        """Mask a secret learnt while running (a generated password), from now on."""
+        if secret and secret not in self._secrets:
+            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+
     @classmethod
     def for_params(cls, params: Any) -> Masker:
         return cls(secret_values(params))

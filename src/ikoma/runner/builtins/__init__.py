@@ -4,6 +4,8 @@ Each module decorates its functions with ``@playbook(key)``; the keys match the 
 by migration 0002, so the runner announces exactly what the server offers.
 """
 
-from ikoma.runner.builtins import apt, docker, system
+# apps, db, deploy, platform: the operations tools of issue 5 (apps.*, deploy.*, db.*,
+# artifact.verify_release, platform.check), catalogued by migration 0005
+from ikoma.runner.builtins import apps, apt, db, deploy, docker, platform, system
 
-__all__ = ["apt", "docker", "system"]
+__all__ = ["apps", "apt", "db", "deploy", "docker", "platform", "system"]

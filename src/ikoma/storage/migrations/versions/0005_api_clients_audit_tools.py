@@ -282,9 +282,20 @@ def upgrade() -> None:
     ]
     if rows:
         conn.execute(sa.insert(_playbooks), rows)
+    # any command on the machine is the admin's call (Rundeck/AWX reserve ad hoc commands the same way)
+    conn.execute(
+        sa.update(_playbooks)
+        .where(_playbooks.c.key == "shell.exec", _playbooks.c.builtin.is_(True))
+        .values(min_role="admin")
+    )
 
 
 def downgrade() -> None:
+    op.get_bind().execute(
+        sa.update(_playbooks)
+        .where(_playbooks.c.key == "shell.exec", _playbooks.c.builtin.is_(True))
+        .values(min_role="operator")
+    )
     keys = [tool["key"] for tool in TOOLS]
     op.get_bind().execute(
         sa.delete(_playbooks).where(_playbooks.c.key.in_(keys), _playbooks.c.builtin.is_(True))
