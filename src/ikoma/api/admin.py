@@ -1,4 +1,4 @@
-"""Admin routes (`x-ikoma-admin-key`): parse, call one service function, shape the answer."""
+"""Fleet routes (servers, runners, playbooks, orders): parse, check the caller's scope, call one service."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from starlette.responses import Response
 
-from ikoma.api.deps import Ctx, admin_key_header
+from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
 from ikoma.api.schemas import (
     AttachRunner,
     BootstrapTokenCreate,
@@ -35,12 +35,25 @@ from ikoma.api.schemas import (
 )
 from ikoma.contracts import REPORT_CONTRACT
 from ikoma.contracts.playbook import template_errors
-from ikoma.domain.errors import Invalid
+from ikoma.domain.errors import Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus
+from ikoma.domain.roles import Role
 from ikoma.services import bootstrap, logs, orders, playbooks, runners, servers
+from ikoma.services.identity import Principal
 
 router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "missing or invalid admin key"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid credential"},
+    403: {"description": "the caller's role does not allow this"},
+}
+
+
+async def _visible_order(ctx: Any, principal: Principal, order_id: str) -> dict[str, Any]:
+    """The order, if the caller's server scope covers it; otherwise it does not exist for them."""
+    order = await orders.get_order(ctx.db, order_id)
+    if not principal.can_see_server(str(order["server_id"])):
+        raise NotFound("no order with this id", reason="order_not_found", orderId=order_id)
+    return order
 
 
 def _server_fields(body: ServerCreate | ServerUpdate) -> dict[str, Any]:
@@ -55,8 +68,8 @@ def _server_fields(body: ServerCreate | ServerUpdate) -> dict[str, Any]:
 
 # --- servers ---------------------------------------------------------------------------------------
 @router.get("/servers", response_model=list[ServerPublic], responses=ERRORS)
-async def list_servers(ctx: Ctx) -> Any:
-    return await servers.list_servers(ctx.db)
+async def list_servers(ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    return [s for s in await servers.list_servers(ctx.db) if principal.can_see_server(str(s["id"]))]
 
 
 @router.post("/servers", status_code=201, response_model=ServerPublic, responses=ERRORS)
@@ -65,17 +78,22 @@ async def create_server(body: ServerCreate, ctx: Ctx) -> Any:
 
 
 @router.get("/servers/{server_id}", response_model=ServerPublic, responses=ERRORS)
-async def get_server(server_id: uuid.UUID, ctx: Ctx) -> Any:
+async def get_server(server_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    principal.require_server(str(server_id))
     return await servers.get_server(ctx.db, str(server_id))
 
 
 @router.patch("/servers/{server_id}", response_model=ServerPublic, responses=ERRORS)
-async def update_server(server_id: uuid.UUID, body: ServerUpdate, ctx: Ctx) -> Any:
+async def update_server(
+    server_id: uuid.UUID, body: ServerUpdate, ctx: Ctx, principal: CurrentPrincipal
+) -> Any:
+    principal.require_server(str(server_id))
     return await servers.update_server(ctx.db, str(server_id), _server_fields(body))
 
 
 @router.delete("/servers/{server_id}", status_code=204, responses=ERRORS)
-async def delete_server(server_id: uuid.UUID, ctx: Ctx) -> Response:
+async def delete_server(server_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+    principal.require_server(str(server_id))
     await servers.delete_server(ctx.db, str(server_id))
     return Response(status_code=204)
 
@@ -86,16 +104,22 @@ async def delete_server(server_id: uuid.UUID, ctx: Ctx) -> Response:
     response_model=ServerPublic,
     responses=ERRORS,
 )
-async def attach_runner(server_id: uuid.UUID, body: AttachRunner, ctx: Ctx) -> Any:
+async def attach_runner(
+    server_id: uuid.UUID, body: AttachRunner, ctx: Ctx, principal: CurrentPrincipal
+) -> Any:
     """Legacy alias of `PATCH /v1/servers/:id {runnerId}` (seed 000), on PATCH and POST."""
+    principal.require_server(str(server_id))
     runner_id = str(body.runner_id) if body.runner_id else None
     return await servers.update_server(ctx.db, str(server_id), {"runner_id": runner_id})
 
 
 # --- runners ---------------------------------------------------------------------------------------
 @router.get("/runners", response_model=list[RunnerPublic], responses=ERRORS)
-async def list_runners(ctx: Ctx) -> Any:
-    return await runners.list_runners(ctx.db, stale_after=ctx.settings.stale_after)
+async def list_runners(ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    found = await runners.list_runners(ctx.db, stale_after=ctx.settings.stale_after)
+    if principal.server_ids is None:
+        return found
+    return [r for r in found if r["server_id"] is not None and principal.can_see_server(str(r["server_id"]))]
 
 
 @router.post("/runners", status_code=201, response_model=RunnerCreated, responses=ERRORS)
@@ -146,11 +170,17 @@ def _playbook_fields(body: PlaybookCreate) -> dict[str, Any]:
 async def create_order(
     body: OrderCreate,
     ctx: Ctx,
+    principal: CurrentPrincipal,
     response: Response,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> Any:
+    principal.require_server(str(body.server_id))
+    async with ctx.db.read() as tx:
+        playbook = await playbooks.find_playbook(tx, body.playbook_key)
+    if playbook is not None:  # an unknown key is refused by create_order with its own reason
+        principal.require(Role.parse(playbook["min_role"]), f"playbook {body.playbook_key}")
     payload = body.model_dump(mode="json", by_alias=False)
     order, replayed = await orders.create_order(
         ctx.db,
@@ -167,6 +197,7 @@ async def create_order(
 @router.get("/orders", response_model=OrderPage, responses=ERRORS)
 async def list_orders(
     ctx: Ctx,
+    principal: CurrentPrincipal,
     status: OrderStatusName | None = None,
     server_id: Annotated[uuid.UUID | None, Query(alias="serverId")] = None,
     runner_id: Annotated[uuid.UUID | None, Query(alias="runnerId")] = None,
@@ -174,6 +205,15 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Any:
+    if server_id is not None:
+        principal.require_server(str(server_id))
+    elif principal.server_ids is not None:
+        # a scoped client lists one server at a time (or the only one it has)
+        if len(principal.server_ids) != 1:
+            raise Invalid(
+                "this API client is scoped to several servers: pass serverId", reason="server_required"
+            )
+        server_id = uuid.UUID(next(iter(principal.server_ids)))
     items, next_cursor = await orders.list_orders(
         ctx.db,
         status=OrderStatus(status) if status else None,
@@ -187,12 +227,15 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=OrderDetail, responses=ERRORS)
-async def get_order(order_id: uuid.UUID, ctx: Ctx) -> Any:
-    return await orders.get_order(ctx.db, str(order_id))
+async def get_order(order_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    return await _visible_order(ctx, principal, str(order_id))
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic, responses=ERRORS)
-async def cancel_order(order_id: uuid.UUID, ctx: Ctx, body: CancelRequest | None = None) -> Any:
+async def cancel_order(
+    order_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal, body: CancelRequest | None = None
+) -> Any:
+    await _visible_order(ctx, principal, str(order_id))
     return await orders.cancel_order(ctx.db, str(order_id), reason=body.reason if body else None)
 
 
@@ -200,11 +243,13 @@ async def cancel_order(order_id: uuid.UUID, ctx: Ctx, body: CancelRequest | None
 async def order_logs(
     order_id: uuid.UUID,
     ctx: Ctx,
+    principal: CurrentPrincipal,
     after_seq: Annotated[int, Query(alias="afterSeq", ge=-1)] = -1,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> Any:
     """Log chunks after `afterSeq`; with `wait`, held until new chunks arrive or the order ends."""
+    await _visible_order(ctx, principal, str(order_id))
     return await logs.read_logs(
         ctx.db, ctx.wakeups, order_id=str(order_id), after_seq=after_seq, limit=limit, wait=wait
     )
@@ -224,5 +269,6 @@ async def create_bootstrap_token(body: BootstrapTokenCreate, ctx: Ctx) -> Any:
 
 
 @router.get("/orders/{order_id}/events", response_model=list[OrderEventPublic], responses=ERRORS)
-async def order_events(order_id: uuid.UUID, ctx: Ctx) -> Any:
+async def order_events(order_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    await _visible_order(ctx, principal, str(order_id))
     return await orders.list_events(ctx.db, str(order_id))

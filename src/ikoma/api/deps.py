@@ -19,7 +19,11 @@ async def context(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(context)]
 
 # Checked by PolicyMiddleware before routing; declared here so OpenAPI shows the requirement.
-admin_key_header = APIKeyHeader(name="x-ikoma-admin-key", auto_error=False, description="Admin key")
+admin_key_header = APIKeyHeader(
+    name="X-Api-Key",
+    auto_error=False,
+    description="The admin key or an API client token (also accepted: `Authorization: Bearer <token>`)",
+)
 
 
 async def principal(request: Request) -> Principal:

@@ -1,62 +1,303 @@
-"""Who may call what: one table, checked before any route runs. A path not in the table is denied.
+"""Who may call what: one table, checked before any route runs. A route not in the table is refused.
 
-Admin routes need `x-ikoma-admin-key`; runner routes authenticate in their handler (the token is checked
-against the database); a handful of read-only routes are public.
+Every route is listed with the least role that may call it (observer < builder < operator < admin), or
+as RUNNER (the handler checks the runner token against the database) or PUBLIC. Credentials: the admin
+key or an API client token, in `X-Api-Key`, `Authorization: Bearer` or `x-ikoma-admin-key`. `X-Role`
+may lower the role a request acts with, never raise it. Finer rules (a playbook's own role, a client's
+server scope) are checked by the route with the Principal this middleware puts in the request state.
+
+Every mutating request is audited here before it runs (if the entry cannot be written, the request is
+refused) and again if it fails; `/execute` and `/mcp` are audited by the tool path itself, with the tool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import Literal
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import structlog
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ikoma.api.errors import error_response
-from ikoma.domain.errors import Unauthorized
-from ikoma.services.admin_keys import AdminKeyring
+from ikoma.bootstrap import Context
+from ikoma.domain.errors import DomainError, Unauthorized
+from ikoma.domain.roles import Role, lowered
+from ikoma.services import api_clients, audit
+from ikoma.services.identity import Principal
 
-PUBLIC = frozenset(
-    {"/health", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
-)
+log = structlog.get_logger("ikoma.policy")
+
+PUBLIC: Literal["public"] = "public"
+RUNNER: Literal["runner"] = "runner"
+Access = Role | Literal["public", "runner"]
+
+OBSERVER, BUILDER, OPERATOR, ADMIN = Role.OBSERVER, Role.BUILDER, Role.OPERATOR, Role.ADMIN
+
+POLICY: dict[tuple[str, str], Access] = {
+    # --- public: probes, metrics, the API description -----------------------------------------------
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    # --- runners (token checked by the handler, in the call's transaction) ---------------------------
+    ("POST", "/v1/runner/register"): RUNNER,
+    ("POST", "/v1/runner/heartbeat"): RUNNER,
+    ("POST", "/v1/runner/orders/claim-next"): RUNNER,
+    ("POST", "/v1/runner/orders/{order_id}/start"): RUNNER,
+    ("POST", "/v1/runner/orders/{order_id}/heartbeat"): RUNNER,
+    ("POST", "/v1/runner/orders/{order_id}/complete"): RUNNER,
+    ("POST", "/v1/runner/orders/{order_id}/logs"): RUNNER,
+    # --- fleet inventory -----------------------------------------------------------------------------
+    ("GET", "/v1/servers"): OBSERVER,
+    ("POST", "/v1/servers"): ADMIN,
+    ("GET", "/v1/servers/{server_id}"): OBSERVER,
+    ("PATCH", "/v1/servers/{server_id}"): ADMIN,
+    ("DELETE", "/v1/servers/{server_id}"): ADMIN,
+    ("POST", "/v1/servers/{server_id}/attach-runner"): ADMIN,
+    ("PATCH", "/v1/servers/{server_id}/attach-runner"): ADMIN,
+    ("GET", "/v1/runners"): OBSERVER,
+    ("POST", "/v1/runners"): ADMIN,
+    ("POST", "/v1/runner-bootstrap-tokens"): ADMIN,
+    # --- playbooks and orders (creating an order also needs the playbook's own role) ------------------
+    ("GET", "/v1/playbooks"): OBSERVER,
+    ("POST", "/v1/playbooks"): ADMIN,
+    ("PUT", "/v1/playbooks/{key}"): ADMIN,
+    ("GET", "/v1/orders"): OBSERVER,
+    ("POST", "/v1/orders"): OBSERVER,
+    ("GET", "/v1/orders/{order_id}"): OBSERVER,
+    ("POST", "/v1/orders/{order_id}/cancel"): OPERATOR,
+    ("GET", "/v1/orders/{order_id}/logs"): OBSERVER,
+    ("GET", "/v1/orders/{order_id}/events"): OBSERVER,
+    # --- API clients ----------------------------------------------------------------------------------
+    ("GET", "/v1/api-clients"): ADMIN,
+    ("POST", "/v1/api-clients"): ADMIN,
+    ("GET", "/v1/api-clients/{client_id}"): ADMIN,
+    ("DELETE", "/v1/api-clients/{client_id}"): ADMIN,
+    # --- machine state (issue 4) ----------------------------------------------------------------------
+    ("GET", "/v1/servers/{server_id}/state"): OBSERVER,
+    ("GET", "/v1/servers/{server_id}/hardware"): OBSERVER,
+    ("GET", "/v1/servers/{server_id}/metrics"): OBSERVER,
+    ("GET", "/v1/servers/{server_id}/timeline"): OBSERVER,
+    ("GET", "/v1/servers/{server_id}/important-messages"): OBSERVER,
+    ("POST", "/v1/servers/{server_id}/important-messages/{message_id}/ack"): OPERATOR,
+    ("GET", "/v1/servers/{server_id}/reports"): OBSERVER,
+    ("GET", "/v1/servers/{server_id}/schedules"): OBSERVER,
+    ("PUT", "/v1/servers/{server_id}/schedules"): OPERATOR,
+    ("GET", "/v1/reports/{report_id}"): OBSERVER,
+    ("GET", "/v1/artifacts/{artifact_id}"): OBSERVER,
+    ("POST", "/v1/artifacts/{artifact_id}/pin"): OPERATOR,
+    ("DELETE", "/v1/artifacts/{artifact_id}/pin"): OPERATOR,
+    ("GET", "/v1/fleet/summary"): OBSERVER,
+    ("POST", "/v1/state/rebuild"): ADMIN,
+    # --- tools / audit / mcp (issue 5): each tool's own role is checked (and audited) by the tool path -
+    ("POST", "/execute/{tool}"): OBSERVER,
+    ("GET", "/v1/tools"): OBSERVER,
+    ("GET", "/v1/audit"): ADMIN,
+    ("POST", "/mcp"): OBSERVER,
+}
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# audited by the tool path (with the tool's name and order), not as plain requests
+SELF_AUDITED_PREFIXES = ("/execute/", "/mcp")
 RUNNER_PREFIX = "/v1/runner/"
-ADMIN_PREFIX = "/v1/"
 
 
-def identity_for(path: str) -> str:
-    """'public', 'runner', 'admin' or 'deny'."""
-    if path in PUBLIC:
-        return "public"
-    if path.startswith(RUNNER_PREFIX):
-        return "runner"
-    if path.startswith(ADMIN_PREFIX):
-        return "admin"
-    return "deny"
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route the app answers, with included routers expanded to their effective routes."""
+    for route in routes:
+        expand = getattr(route, "effective_candidates", None)
+        if expand is not None:
+            yield from leaf_routes(expand())
+        else:
+            yield route
+
+
+def route_keys(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
+    """(method, path template) of every route: what the policy table must cover."""
+    keys: set[tuple[str, str]] = set()
+    for route in leaf_routes(routes):
+        path = getattr(route, "path", None)
+        if path is None:
+            continue
+        methods = getattr(route, "methods", None) or {"GET", "POST", "DELETE"}  # mounts take any method
+        keys.update((m, path) for m in methods if m != "HEAD")
+    return keys
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+def presented_credential(scope: Scope) -> str | None:
+    found = _header(scope, b"x-api-key") or _header(scope, b"x-ikoma-admin-key")
+    if found:
+        return found.strip()
+    authorization = _header(scope, b"authorization")
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return None
 
 
 class PolicyMiddleware:
-    def __init__(self, app: ASGIApp, keyring: Callable[[], AdminKeyring]) -> None:
+    def __init__(
+        self, app: ASGIApp, ctx: Callable[[], Context], routes: Callable[[], list[BaseRoute]]
+    ) -> None:
         self.app = app
-        self.keyring = keyring
+        self.ctx = ctx
+        self.routes = routes
+        self._leaves: list[BaseRoute] | None = None
+
+    def _match(self, scope: Scope) -> tuple[str | None, bool]:
+        """The matched route's path template, and whether some route has this path (another method)."""
+        if self._leaves is None:
+            self._leaves = list(leaf_routes(self.routes()))
+        partial = False
+        for route in self._leaves:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                template: str | None = getattr(route, "path", None)
+                return template, True
+            partial = partial or match == Match.PARTIAL
+        return None, partial
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        who = identity_for(scope["path"])
-        refusal: Any = None
-        if who == "admin":
-            presented = None
-            for name, value in scope["headers"]:
-                if name == b"x-ikoma-admin-key":
-                    presented = value.decode("latin-1")
-                    break
-            try:
-                self.keyring().verify(presented)
-            except Unauthorized as exc:
-                refusal = error_response(401, exc.reason, exc.message)
-        elif who == "deny":
-            refusal = error_response(404, "route_not_found", "no such route")
-        if refusal is not None:
-            await refusal(scope, receive, send)
+        path = scope["path"]
+        # the runner hot path: its handlers authenticate; skip the table walk (the table lists them)
+        if path.startswith(RUNNER_PREFIX):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        template, known = self._match(scope)
+        if template is None:
+            if known:  # wrong method: let the router answer 405
+                await self.app(scope, receive, send)
+            else:
+                await error_response(404, "route_not_found", "no such route")(scope, receive, send)
+            return
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        access = POLICY.get((method, template))
+        if access is None:
+            # deny by default: a route someone forgot to put in the table answers nothing
+            log.error("route_not_in_policy", method=method, path=template)
+            await error_response(403, "not_in_policy", "this route is not in the policy table")(
+                scope, receive, send
+            )
+            return
+        if not isinstance(access, Role):  # PUBLIC, or RUNNER (whose handlers check the token)
+            await self.app(scope, receive, send)
+            return
+        await self._guarded(scope, receive, send, method, template, access)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, method: str, template: str, needed: Role
+    ) -> None:
+        ctx = self.ctx()
+        action = f"{method} {template}"
+        audited = method in MUTATING and not scope["path"].startswith(SELF_AUDITED_PREFIXES)
+        presented = presented_credential(scope)
+        principal: Principal | None = None
+        try:
+            principal = await self._authenticate(ctx, presented)
+            acting = lowered(principal.granted_role, _header(scope, b"x-role"))
+            principal = replace(principal, role=acting)
+            principal.require(needed, action)
+        except DomainError as refusal:
+            # refusals of mutations and tool calls are audited too (who tried what, with which key)
+            if audited or scope["path"].startswith(SELF_AUDITED_PREFIXES):
+                denied = self._entry(
+                    principal, presented, action, scope, "denied", refusal.status_code, refusal.reason
+                )
+                try:
+                    await audit.record(ctx.db, denied, mirror=ctx.settings.audit_log)
+                except Exception:  # the refusal stands either way
+                    log.exception("audit_write_failed", action=action)
+            details = refusal.details or None
+            await error_response(refusal.status_code, refusal.reason, refusal.message, details=details)(
+                scope, receive, send
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        if not audited:
+            await self.app(scope, receive, send)
+            return
+        try:
+            allowed = self._entry(principal, presented, action, scope, "allowed", None, None)
+            await audit.record(ctx.db, allowed, mirror=ctx.settings.audit_log)
+        except Exception:
+            log.exception("audit_write_failed", action=action)
+            await error_response(
+                503, "audit_unavailable", "the audit log cannot be written; nothing was done"
+            )(scope, receive, send)
+            return
+        status: dict[str, int] = {}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        code = status.get("code", 500)
+        if code >= 400:
+            try:
+                failed = self._entry(principal, presented, action, scope, "error", code, None)
+                await audit.record(ctx.db, failed, mirror=ctx.settings.audit_log)
+            except Exception:
+                log.exception("audit_write_failed", action=action)
+
+    async def _authenticate(self, ctx: Context, presented: str | None) -> Principal:
+        if not presented:
+            raise Unauthorized("credential is missing or invalid")
+        try:
+            ctx.keyring.verify(presented)
+        except Unauthorized:
+            return await api_clients.authenticate(ctx.db, presented)
+        return Principal(
+            kind="admin",
+            id="admin",
+            name="admin",
+            role=Role.ADMIN,
+            granted_role=Role.ADMIN,
+            token_prefix=presented[:8],
+        )
+
+    @staticmethod
+    def _entry(
+        principal: Principal | None,
+        presented: str | None,
+        action: str,
+        scope: Scope,
+        outcome: audit.Outcome,
+        status_code: int | None,
+        reason: str | None,
+    ) -> audit.AuditEntry:
+        channel: audit.Channel = "rest"
+        if scope["path"].startswith("/execute/"):
+            channel = "execute"
+        elif scope["path"].startswith("/mcp"):
+            channel = "mcp"
+        prefix = principal.token_prefix if principal else (presented[:8] if presented else None)
+        return audit.AuditEntry(
+            channel=channel,
+            actor_kind=principal.kind if principal else "anonymous",
+            actor_id=principal.id if principal else None,
+            token_prefix=prefix,
+            role=principal.role.label if principal else None,
+            action=action,
+            target=scope["path"],
+            params=None,  # bodies are not read here: they may hold secrets; tools log masked params
+            outcome=outcome,
+            status_code=status_code,
+            reason=reason,
+        )

@@ -332,3 +332,30 @@ class ErrorBody(BaseModel):
     message: str
     details: dict[str, Any] | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+# --- API clients -----------------------------------------------------------------------------------
+class ApiClientCreate(Wire):
+    name: Name
+    role: Role
+    expires_at: UtcDatetime | None = None
+    expires_in_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 86400)] | None = None
+    # absent: every server; present: the only servers this client may see or act on
+    server_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=1000)] | None = None
+
+
+class ApiClientPublic(Public):
+    id: str
+    name: str
+    role: Role
+    token_prefix: str
+    server_ids: list[str] | None
+    expires_at: UtcDatetime | None
+    created_by: str
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+
+
+class ApiClientIssued(ApiClientPublic):
+    token: str = Field(description="Shown once; only its SHA-256 and prefix are stored.")

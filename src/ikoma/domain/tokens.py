@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import zlib
 from dataclasses import dataclass
 
 PREFIX_LENGTH = 8
@@ -34,3 +35,41 @@ def hash_token(secret: str) -> str:
 def matches(secret: str, stored_hash: str) -> bool:
     """Compare in constant time so response timing tells nothing about the stored hash."""
     return hmac.compare_digest(hash_token(secret), stored_hash)
+
+
+# --- API client tokens ------------------------------------------------------------------------------
+# `ikoma_<32 base62 random><6 base62 checksum>`: the typed prefix and the checksum make a leaked token
+# recognisable by secret scanners (and a mistyped one refused without a database lookup).
+API_CLIENT_KIND = "ikoma"
+API_CLIENT_PREFIX_LENGTH = 14  # "ikoma_" + 8 characters of the secret: enough to tell keys apart
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_RANDOM_LENGTH = 32  # 32 base62 characters ≈ 190 bits
+_CHECKSUM_LENGTH = 6
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, rest = divmod(number, 62)
+        digits.append(_BASE62[rest])
+    return "".join(reversed(digits))
+
+
+def _checksum(random_part: str) -> str:
+    return _base62(zlib.crc32(random_part.encode()), _CHECKSUM_LENGTH)
+
+
+def issue_api_client_token() -> IssuedToken:
+    random_part = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_LENGTH))
+    secret = f"{API_CLIENT_KIND}_{random_part}{_checksum(random_part)}"
+    return IssuedToken(secret=secret, hash=hash_token(secret), prefix=secret[:API_CLIENT_PREFIX_LENGTH])
+
+
+def is_api_client_token(secret: str) -> bool:
+    """Shape and checksum of an API client token (says nothing about whether it is valid)."""
+    head = f"{API_CLIENT_KIND}_"
+    if not secret.startswith(head) or len(secret) != len(head) + _RANDOM_LENGTH + _CHECKSUM_LENGTH:
+        return False
+    body = secret[len(head) :]
+    random_part, checksum = body[:_RANDOM_LENGTH], body[_RANDOM_LENGTH:]
+    return all(c in _BASE62 for c in body) and hmac.compare_digest(_checksum(random_part), checksum)
