@@ -1,12 +1,21 @@
 """`ikoma servers`: register, inspect and change the machines IKOMA manages."""
 
+import uuid
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
-from ikoma.cli import output
-from ikoma.cli.client import DEFAULT_API_URL, AdminClient, AdminKeyOption, ApiUrlOption, without_unset
+from ikoma.cli import output, state_view
+from ikoma.cli.client import (
+    DEFAULT_API_URL,
+    AdminClient,
+    AdminKeyOption,
+    ApiError,
+    ApiUrlOption,
+    without_unset,
+)
 from ikoma.cli.output import Column, JsonOption
 
 app = typer.Typer(help="Manage servers: the machines playbooks run on.", no_args_is_help=True)
@@ -79,14 +88,44 @@ def create_server(
 
 @app.command("show")
 def show_server(
-    server_id: ServerIdArg,
+    server: Annotated[str, typer.Argument(help="Server name or id.", show_default=False)],
+    timeline: Annotated[int, typer.Option("--timeline", min=0, max=200, help="Timeline entries shown.")] = 10,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one server."""
+    """One server at a glance: up?, updates, reboot, docker, metrics, hardware, messages, timeline."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_object(client.get_server(server_id), as_json=as_json)
+        found = resolve_server(client, server)
+        server_id = str(found["id"])
+        state = client.server_state(server_id)
+        hardware = client.server_hardware(server_id)
+        fresh = client.important_messages(server_id, only_new=True)
+        entries = client.server_timeline(server_id, limit=timeline)["items"] if timeline else []
+    if as_json:
+        output.print_json(
+            {
+                "server": found,
+                "state": state,
+                "hardware": hardware,
+                "importantMessages": fresh,
+                "timeline": entries,
+            }
+        )
+        return
+    Console(highlight=False).print(state_view.render(found, state, hardware, fresh, entries))
+
+
+def resolve_server(client: AdminClient, name_or_id: str) -> dict[str, Any]:
+    """A server by id, or by its (unique) name."""
+    try:
+        uuid.UUID(name_or_id)
+    except ValueError:
+        for candidate in client.list_servers():
+            if candidate.get("name") == name_or_id:
+                return candidate
+        raise ApiError(404, "server_not_found", f"no server named {name_or_id!r}") from None
+    return client.get_server(name_or_id)
 
 
 @app.command("update")

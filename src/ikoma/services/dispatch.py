@@ -34,6 +34,7 @@ from ikoma.domain.lifecycle import (
 )
 from ikoma.metrics import Metrics
 from ikoma.services import history
+from ikoma.services.ingest import Ingestor
 from ikoma.services.wakeups import FALLBACK_POLL_SECONDS, Wakeups
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
@@ -216,12 +217,15 @@ class Dispatcher:
         wakeups: Wakeups,
         metrics: Metrics,
         retry: RetryPolicy | None = None,
+        ingestor: Ingestor | None = None,
     ) -> None:
         self.db = db
         self.claim_lease = claim_lease
         self.wakeups = wakeups
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
+        # turns each completion's report into machine state, timeline, report and artifact (issue 4)
+        self.ingestor = ingestor
 
     async def authenticate(
         self, runner_id: str | None, token: str | None, *, tx: Tx | None = None
@@ -454,6 +458,9 @@ class Dispatcher:
                     return late
                 raise await self._refusal(tx, identity, order_id, lease_token, COMPLETE_FROM)
             attempt = row["attempt"]
+            if self.ingestor is not None:
+                # same transaction as the completion: derived data commits with it or not at all
+                await self.ingestor.ingest(tx, dict(row))
             await history.close_attempts(tx, [(order_id, attempt, outcome.value, Reason.COMPLETED.value)])
             events = [
                 history.event(
@@ -517,6 +524,8 @@ class Dispatcher:
         row = (await tx.execute(_LATE_COMPLETE, params)).mappings().first()
         if row is None:
             return None
+        if self.ingestor is not None:
+            await self.ingestor.ingest(tx, dict(row))
         # the attempt row keeps what the reconciler saw (STALE); the late outcome is an event
         await history.record_events(
             tx,

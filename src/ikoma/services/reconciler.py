@@ -17,7 +17,9 @@ from sqlalchemy import func, select, update
 
 from ikoma.domain.lifecycle import OrderStatus, Reason, RetryPolicy, decide_lost_run
 from ikoma.metrics import Metrics
-from ikoma.services import history
+from ikoma.services import history, timeline
+from ikoma.services.retention import Sweeper
+from ikoma.services.schedules import Scheduler
 from ikoma.services.wakeups import Wakeups
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
@@ -38,6 +40,8 @@ class TickSummary:
     timed_out: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
+    scheduled: list[str] = field(default_factory=list)
+    presence_changes: int = 0
 
     @property
     def changed(self) -> int:
@@ -54,6 +58,8 @@ class Reconciler:
         wakeups: Wakeups,
         metrics: Metrics,
         retry: RetryPolicy | None = None,
+        scheduler: Scheduler | None = None,
+        sweeper: Sweeper | None = None,
     ) -> None:
         self.db = db
         self.stale_after = stale_after
@@ -61,12 +67,15 @@ class Reconciler:
         self.wakeups = wakeups
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
+        # issue 4: collection schedules (queued in the tick's transaction) and the retention sweeper
+        self.scheduler = scheduler
+        self.sweeper = sweeper
 
     async def run_forever(self) -> None:
         while True:
             try:
                 summary = await self.tick()
-                if summary.changed:
+                if summary.changed or summary.scheduled:
                     log.info(
                         "reconciled",
                         requeued=len(summary.requeued),
@@ -74,7 +83,10 @@ class Reconciler:
                         timed_out=len(summary.timed_out),
                         cancelled=len(summary.cancelled),
                         retried=len(summary.retried),
+                        scheduled=len(summary.scheduled),
                     )
+                if summary.leader:
+                    await self._sweep()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop must outlive a database outage
@@ -94,6 +106,10 @@ class Reconciler:
             await self._time_out(tx, summary)
             await self._end_lost_runs(tx, summary)
             await self._requeue_expired_claims(tx, summary)
+            # after the lost runs: a runner that just went silent is offline on its server's timeline
+            summary.presence_changes = await timeline.track_presence(tx, stale_after=self.stale_after)
+            if self.scheduler is not None:
+                summary.scheduled = await self.scheduler.tick(tx)
         for status, ids in (
             (OrderStatus.QUEUED, summary.requeued + summary.retried),
             (OrderStatus.STALE, summary.stale),
@@ -106,6 +122,27 @@ class Reconciler:
             # a requeued order may be waited for by a long-polling runner right now
             await self._wake(summary.requeued + summary.retried)
         return summary
+
+    async def _sweep(self) -> None:
+        """Retention, every `sweeper.interval`; its own transactions, so the tick's stays short."""
+        if self.sweeper is None or not self.sweeper.due():
+            return
+        try:
+            swept = await self.sweeper.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # retention waits for the next round; the reconciler must go on
+            log.warning("sweep_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        if swept.changed:
+            log.info(
+                "swept",
+                expired=len(swept.expired),
+                orphans=len(swept.orphans),
+                downsampled=swept.downsampled,
+                trimmed=swept.trimmed,
+                snapshots_pruned=swept.snapshots_pruned,
+            )
 
     async def _wake(self, order_ids: list[str]) -> None:
         async with self.db.read() as tx:

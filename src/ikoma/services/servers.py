@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain.errors import Conflict, Invalid, NotFound
 from ikoma.domain.lifecycle import TERMINAL
+from ikoma.services import timeline
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import orders, runners, servers
@@ -47,6 +48,38 @@ async def _check_runner_free(tx: Tx, runner_id: str, server_id: str) -> None:
         )
 
 
+async def _runner_changed(tx: Tx, server_id: str, before: str | None, after: str | None, actor: str) -> None:
+    """Attach and detach go on the server's timeline (issue 4)."""
+    if before == after:
+        return
+    names = {
+        str(r.id): r.name
+        for r in await tx.execute(
+            select(runners.c.id, runners.c.name).where(runners.c.id.in_([r for r in (before, after) if r]))
+        )
+    }
+    if before:
+        await timeline.add_event(
+            tx,
+            server_id=server_id,
+            type="runner.detached",
+            severity="info",
+            message=f"runner {names.get(str(before), before)} detached",
+            actor=actor,
+            details={"runnerId": str(before)},
+        )
+    if after:
+        await timeline.add_event(
+            tx,
+            server_id=server_id,
+            type="runner.attached",
+            severity="info",
+            message=f"runner {names.get(str(after), after)} attached",
+            actor=actor,
+            details={"runnerId": str(after)},
+        )
+
+
 async def create_server(db: Database, fields: dict[str, Any]) -> dict[str, Any]:
     server_id = str(uuid.uuid4())
     try:
@@ -54,6 +87,7 @@ async def create_server(db: Database, fields: dict[str, Any]) -> dict[str, Any]:
             if fields.get("runner_id"):
                 await _check_runner_free(tx, fields["runner_id"], server_id)
             await tx.execute(insert(servers).values(id=server_id, **fields))
+            await _runner_changed(tx, server_id, None, fields.get("runner_id"), "admin")
             return await _get(tx, server_id)
     except IntegrityError:
         raise Conflict(f"a server named {fields.get('name')!r} already exists", field="name") from None
@@ -76,13 +110,15 @@ async def update_server(db: Database, server_id: str, changes: dict[str, Any]) -
     """Apply a partial update; `runner_id: None` detaches the runner."""
     try:
         async with db.write() as tx:
-            await _get(tx, server_id)
+            current = await _get(tx, server_id)
             if changes.get("runner_id"):
                 await _check_runner_free(tx, changes["runner_id"], server_id)
             if changes:
                 await tx.execute(
                     update(servers).where(servers.c.id == server_id).values(**changes, updated_at=db_now())
                 )
+            if "runner_id" in changes:
+                await _runner_changed(tx, server_id, current["runner_id"], changes["runner_id"], "admin")
             return await _get(tx, server_id)
     except IntegrityError:
         raise Conflict(f"a server named {changes.get('name')!r} already exists", field="name") from None
@@ -91,7 +127,7 @@ async def update_server(db: Database, server_id: str, changes: dict[str, Any]) -
 async def delete_server(db: Database, server_id: str) -> None:
     """Retire a server. Its orders stay as history; refused while some of them have not ended."""
     async with db.write() as tx:
-        await _get(tx, server_id)
+        current = await _get(tx, server_id)
         active = (
             await tx.execute(
                 select(orders.c.id)
@@ -106,3 +142,4 @@ async def delete_server(db: Database, server_id: str) -> None:
             .where(servers.c.id == server_id)
             .values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
         )
+        await _runner_changed(tx, server_id, current["runner_id"], None, "admin")
