@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ikoma.domain.retention import Retention
 from ikoma.metrics import Metrics
 from ikoma.services.admin_keys import AdminKeyring
+from ikoma.services.artifacts import Artifacts
 from ikoma.services.dispatch import Dispatcher
+from ikoma.services.ingest import Ingestor
 from ikoma.services.reconciler import Reconciler
+from ikoma.services.retention import Sweeper
+from ikoma.services.schedules import Scheduler
 from ikoma.services.wakeups import Wakeups
 from ikoma.settings import Settings
 from ikoma.storage.database import Database
@@ -21,6 +26,7 @@ class Context:
     metrics: Metrics
     dispatcher: Dispatcher
     reconciler: Reconciler
+    artifacts: Artifacts
     keyring: AdminKeyring = field(default_factory=lambda: AdminKeyring(()))
     head_revision: str = ""
 
@@ -29,17 +35,49 @@ def build(settings: Settings) -> Context:
     db = Database(settings.resolved_database_url)
     wakeups = Wakeups()
     metrics = Metrics()
+    artifacts = Artifacts(settings.data_dir, retention_of(settings))
     return Context(
         settings=settings,
         db=db,
         wakeups=wakeups,
         metrics=metrics,
-        dispatcher=Dispatcher(db, claim_lease=settings.claim_lease, wakeups=wakeups, metrics=metrics),
+        dispatcher=Dispatcher(
+            db,
+            claim_lease=settings.claim_lease,
+            wakeups=wakeups,
+            metrics=metrics,
+            ingestor=Ingestor(artifacts),
+        ),
         reconciler=Reconciler(
             db,
             stale_after=settings.stale_after,
             interval=settings.reconcile_interval,
             wakeups=wakeups,
             metrics=metrics,
+            scheduler=Scheduler(
+                wakeups, default_timeout=settings.order_timeout, defaults=settings.schedule_defaults
+            ),
+            sweeper=Sweeper(
+                db,
+                settings.data_dir,
+                interval=settings.retention_sweep_interval,
+                orphan_grace=settings.artifact_orphan_grace,
+                metrics_raw_hours=settings.metrics_raw_hours,
+                metrics_max_points=settings.metrics_max_points,
+                snapshot_days=settings.snapshot_retention_days,
+            ),
+        ),
+        artifacts=artifacts,
+    )
+
+
+def retention_of(settings: Settings) -> Retention:
+    """How long raw logs are kept, per policy (issue 4)."""
+    return Retention(
+        default_days=settings.artifact_retention_days,
+        failed_days=settings.artifact_retention_failed_days,
+        short_days=settings.artifact_retention_short_days,
+        short_playbooks=frozenset(
+            key.strip() for key in settings.artifact_short_playbooks.split(",") if key.strip()
         ),
     )

@@ -46,6 +46,66 @@ class Settings(BaseSettings):
     execute_max_wait: float = Field(default=300.0, gt=0, le=3600, validation_alias="IKOMA_EXECUTE_MAX_WAIT")
 
     # --- machine state, reports, retention, schedules (issue 4) ----------------------------------
+    # raw log artifacts: days kept per retention policy (pinned ones are kept until unpinned)
+    artifact_retention_days: float = Field(
+        default=30.0, gt=0, le=3650, validation_alias="IKOMA_ARTIFACT_RETENTION_DAYS"
+    )
+    artifact_retention_failed_days: float = Field(
+        default=90.0, gt=0, le=3650, validation_alias="IKOMA_ARTIFACT_RETENTION_FAILED_DAYS"
+    )
+    artifact_retention_short_days: float = Field(
+        default=7.0, gt=0, le=3650, validation_alias="IKOMA_ARTIFACT_RETENTION_SHORT_DAYS"
+    )
+    # comma-separated playbook keys whose successful logs get the `short` policy
+    artifact_short_playbooks: str = Field(
+        default="system.metrics", validation_alias="IKOMA_ARTIFACT_SHORT_PLAYBOOKS"
+    )
+    # snapshots older than this go, except the newest (and newest successful) one per server and playbook
+    snapshot_retention_days: float = Field(
+        default=30.0, gt=0, le=3650, validation_alias="IKOMA_SNAPSHOT_RETENTION_DAYS"
+    )
+    # metrics history: one point per collection for this long, then hourly averages; rows kept per server
+    metrics_raw_hours: float = Field(
+        default=24.0, gt=0, le=24 * 365, validation_alias="IKOMA_METRICS_RAW_HOURS"
+    )
+    metrics_max_points: int = Field(
+        default=2000, ge=10, le=1_000_000, validation_alias="IKOMA_METRICS_MAX_POINTS"
+    )
+    # how often the reconciler runs the retention sweeper; files without a row older than the grace go
+    retention_sweep_interval: float = Field(
+        default=300.0, gt=0, le=86400, validation_alias="IKOMA_RETENTION_SWEEP_INTERVAL"
+    )
+    artifact_orphan_grace: float = Field(
+        default=3600.0, ge=0, le=7 * 86400, validation_alias="IKOMA_ARTIFACT_ORPHAN_GRACE"
+    )
+    # default collection schedules for every server with a runner (`ikoma up` turns them on);
+    # an interval of 0 leaves that playbook without a default schedule
+    default_schedules: bool = Field(default=False, validation_alias="IKOMA_DEFAULT_SCHEDULES")
+    schedule_metrics_interval: int = Field(
+        default=300, ge=0, le=90 * 86400, validation_alias="IKOMA_SCHEDULE_METRICS_INTERVAL"
+    )
+    schedule_apt_interval: int = Field(
+        default=86400, ge=0, le=90 * 86400, validation_alias="IKOMA_SCHEDULE_APT_INTERVAL"
+    )
+    schedule_facts_interval: int = Field(
+        default=7 * 86400, ge=0, le=90 * 86400, validation_alias="IKOMA_SCHEDULE_FACTS_INTERVAL"
+    )
+    schedule_docker_interval: int = Field(
+        default=3600, ge=0, le=90 * 86400, validation_alias="IKOMA_SCHEDULE_DOCKER_INTERVAL"
+    )
+
+    @property
+    def schedule_defaults(self) -> dict[str, int]:
+        """Playbook key -> interval of the default schedules ({} when they are off)."""
+        if not self.default_schedules:
+            return {}
+        intervals = {
+            "system.metrics": self.schedule_metrics_interval,
+            "apt.analyze": self.schedule_apt_interval,
+            "system.facts": self.schedule_facts_interval,
+            "docker.status": self.schedule_docker_interval,
+        }
+        return {key: interval for key, interval in intervals.items() if interval > 0}
 
     @field_validator("database_url")
     @classmethod

@@ -10,7 +10,11 @@ import structlog
 from fastapi import FastAPI
 
 from ikoma import __version__, bootstrap
-from ikoma.api import admin, errors, health, openapi, runner
+from ikoma.api import admin, api_clients, errors, health, openapi, runner
+from ikoma.api import audit as audit_routes
+from ikoma.api import state as state_routes
+from ikoma.api import tools as tool_routes
+from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.local_runner import ensure_local_runner, start_local_runner, stop_local_runner
@@ -31,6 +35,7 @@ def create_app(
     local_runner: bool = False,
 ) -> FastAPI:
     ctx = bootstrap.build(settings)
+    mcp = McpEndpoint(ctx)  # MCP at /mcp; its session manager runs inside the lifespan
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +72,8 @@ def create_app(
                 flush=True,
             )
         try:
-            yield
+            async with mcp.run():
+                yield
         finally:
             if runner_process is not None:
                 await stop_local_runner(runner_process)
@@ -82,11 +88,16 @@ def create_app(
         default_response_class=errors.FastJSONResponse,
     )
     app.state.ctx = ctx
-    app.add_middleware(PolicyMiddleware, keyring=lambda: ctx.keyring)
+    app.add_middleware(PolicyMiddleware, ctx=lambda: ctx, routes=lambda: app.router.routes)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(state_routes.router)
+    app.include_router(api_clients.router)
+    app.include_router(tool_routes.router)
+    app.include_router(audit_routes.router)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes
+    app.router.routes.append(mcp.route)
     openapi.install(app)
     return app

@@ -17,7 +17,8 @@ JsonObject = dict[str, Any]
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
 DEFAULT_TIMEOUT_SECONDS = 10.0
-ADMIN_KEY_HEADER = "x-ikoma-admin-key"
+# the admin key or an API client token; the API also reads `Authorization: Bearer` and x-ikoma-admin-key
+ADMIN_KEY_HEADER = "X-Api-Key"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 ApiUrlOption = Annotated[
@@ -33,9 +34,10 @@ ApiUrlOption = Annotated[
 AdminKeyOption = Annotated[
     str | None,
     typer.Option(
+        "--api-key",
         "--admin-key",
-        envvar="IKOMA_ADMIN_KEY",
-        help="Admin API key, sent as x-ikoma-admin-key.",
+        envvar=["IKOMA_API_KEY", "IKOMA_ADMIN_KEY"],
+        help="The admin key or an API client token (ikoma_…), sent as X-Api-Key.",
         show_default=False,
         rich_help_panel="Connection",
     ),
@@ -253,6 +255,87 @@ class AdminClient:
         body = without_unset(name=name, serverId=server_id)
         body["expiresInSeconds"] = expires_in
         return self._object("POST", "/v1/runner-bootstrap-tokens", json=body)
+
+    # API clients
+
+    def create_api_client(
+        self, *, name: str, role: str, expires_in: int | None, server_ids: list[str] | None
+    ) -> JsonObject:
+        body = without_unset(name=name, role=role, expiresInSeconds=expires_in, serverIds=server_ids or None)
+        return self._object("POST", "/v1/api-clients", json=body)
+
+    def list_api_clients(self) -> list[JsonObject]:
+        return cast(list[JsonObject], self._request("GET", "/v1/api-clients"))
+
+    def revoke_api_client(self, client_id: str) -> JsonObject:
+        return self._object("DELETE", f"/v1/api-clients/{_segment(client_id)}")
+
+    # Tools and audit (issue 5)
+
+    def list_tools(self) -> list[JsonObject]:
+        """The catalog with each tool's params schema, role, and whether this key may run it."""
+        return self._list("GET", "/v1/tools")
+
+    def execute_tool(
+        self,
+        tool: str,
+        params: Mapping[str, Any],
+        *,
+        server: str | None = None,
+        wait: float | None = None,
+        role: str | None = None,
+    ) -> tuple[int, JsonObject]:
+        """`POST /execute/<tool>`: (200, the tool's result) or (202, {orderId, status, location}).
+
+        An error answer raises `ApiError`; its `details.orderId` names the order when one was created.
+        """
+        body = {**params, **without_unset(serverId=server, wait=wait)}
+        headers = {"X-Role": role} if role else None
+        # the API holds the call up to `wait` seconds (300 by default): the HTTP timeout must outlast it
+        timeout = (wait if wait is not None else 300.0) + DEFAULT_TIMEOUT_SECONDS
+        try:
+            response = self._http.post(
+                f"/execute/{_segment(tool)}", json=body, headers=headers, timeout=timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise ApiError(0, "api_timeout", f"no answer from {self.base_url} in time: {exc}") from exc
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise ApiError(0, "api_unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+        if response.is_error:
+            raise ApiError.from_response(response)
+        return response.status_code, cast(JsonObject, response.json())
+
+    def list_audit(self, filters: Mapping[str, str | int | None], cursor: str | None = None) -> JsonObject:
+        """One page of the audit log, newest first: `{"items", "nextCursor"}` (admin only)."""
+        params = {k: v for k, v in {**filters, "cursor": cursor}.items() if v is not None}
+        return self._object("GET", "/v1/audit", params=params)
+
+    # Machine state (issue 4)
+
+    def server_state(self, server_id: str) -> JsonObject:
+        return self._object("GET", f"/v1/servers/{_segment(server_id)}/state")
+
+    def server_hardware(self, server_id: str) -> JsonObject | None:
+        """None while no system.facts has run on the server."""
+        try:
+            return self._object("GET", f"/v1/servers/{_segment(server_id)}/hardware")
+        except ApiError as error:
+            if error.reason == "hardware_unknown":
+                return None
+            raise
+
+    def server_timeline(self, server_id: str, *, limit: int = 10) -> JsonObject:
+        return self._object("GET", f"/v1/servers/{_segment(server_id)}/timeline", params={"limit": limit})
+
+    def important_messages(self, server_id: str, *, only_new: bool = False) -> list[JsonObject]:
+        params: dict[str, str | int] = {"new": "true"} if only_new else {}
+        return self._list("GET", f"/v1/servers/{_segment(server_id)}/important-messages", params=params)
+
+    def fleet_summary(self) -> JsonObject:
+        return self._object("GET", "/v1/fleet/summary")
+
+    def rebuild_state(self, server_id: str | None = None) -> JsonObject:
+        return self._object("POST", "/v1/state/rebuild", json=without_unset(serverId=server_id))
 
     # Transport
 

@@ -10,8 +10,12 @@ from typing import Annotated
 import typer
 
 from ikoma import __version__
-from ikoma.cli import orders, playbooks, runners, servers
+from ikoma.cli import api_clients, orders, playbooks, runners, servers
+from ikoma.cli import audit as audit_cli
+from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
+from ikoma.cli import state as state_cli
+from ikoma.cli import tools as tools_cli
 from ikoma.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="IKOMA Control Plane", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -19,9 +23,14 @@ db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(servers.app, name="servers")
 app.add_typer(runners.app, name="runners")
+app.add_typer(api_clients.app, name="api-clients")
 app.add_typer(playbooks.app, name="playbooks")
 app.add_typer(orders.app, name="orders")
 app.add_typer(runner_agent.app, name="runner")
+app.add_typer(state_cli.app, name="state")
+app.add_typer(tools_cli.app, name="tools")
+app.add_typer(audit_cli.app, name="audit")
+app.command("mcp")(mcp_stdio.mcp)
 
 
 def _settings() -> Settings:
@@ -83,6 +92,8 @@ def up(
 ) -> None:
     """API, reconciler and a runner for this machine, SQLite in ./data; prints the admin key and URLs."""
     os.environ.setdefault("IKOMA_DATA_DIR", str(data_dir))
+    # one machine, no operator yet: collect facts, metrics, apt and docker state out of the box
+    os.environ.setdefault("IKOMA_DEFAULT_SCHEDULES", "true")
     if port is not None:
         os.environ["PORT"] = str(port)
     _serve(_settings(), local_runner=not no_runner)

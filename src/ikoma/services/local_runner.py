@@ -99,6 +99,8 @@ async def start_local_runner(config_path: Path, data_dir: Path) -> asyncio.subpr
     # the runner needs none of the server's secrets; it reads its own credentials from the file
     env = {k: v for k, v in os.environ.items() if k not in ("IKOMA_ADMIN_KEY", "DATABASE_URL")}
     env["IKOMA_DATA_DIR"] = str(data_dir)
+    # /srv/apps is rarely writable for whoever runs `ikoma up`; its apps live next to its data instead
+    env.setdefault("IKOMA_APPS_ROOT", str((data_dir / "apps").resolve()))
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ikoma", "runner", "--config", str(config_path), env=env
     )

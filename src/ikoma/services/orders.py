@@ -44,7 +44,7 @@ def _replay(existing: dict[str, Any], fingerprint: str, key: str) -> dict[str, A
     return existing
 
 
-def _validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
+def validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.path))
     if errors:
         raise Invalid(
@@ -60,7 +60,7 @@ def _validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
         )
 
 
-def _with_defaults(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(schema: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The params as they will run: top-level schema defaults filled in, so the order shows them."""
     properties = schema.get("properties") if isinstance(schema, dict) else None
     if not isinstance(properties, dict):
@@ -88,7 +88,6 @@ async def create_order(
             existing = await _by_idempotency_key(tx, idempotency_key)
         if existing is not None:
             return _replay(existing, fingerprint, idempotency_key), True
-    order_id = str(uuid.uuid4())
     try:
         async with db.write() as tx:
             if idempotency_key is not None:
@@ -97,74 +96,13 @@ async def create_order(
                 existing = await _by_idempotency_key(tx, idempotency_key)
                 if existing is not None:
                     return _replay(existing, fingerprint, idempotency_key), True
-            server = (
-                await tx.execute(
-                    select(servers.c.id, servers.c.runner_id).where(
-                        servers.c.id == body["server_id"], servers.c.deleted_at.is_(None)
-                    )
-                )
-            ).first()
-            if server is None:
-                raise Invalid(
-                    "no server with this id",
-                    reason="unknown_server",
-                    field="serverId",
-                    serverId=body["server_id"],
-                )
-            playbook = await find_playbook(tx, body["playbook_key"])
-            if playbook is None:
-                raise Invalid(
-                    "no playbook with this key",
-                    reason="unknown_playbook",
-                    field="playbookKey",
-                    playbookKey=body["playbook_key"],
-                )
-            runner_id = body.get("runner_id")
-            if runner_id is not None:
-                known = (await tx.execute(select(runners.c.id).where(runners.c.id == runner_id))).first()
-                if known is None:
-                    raise Invalid(
-                        "no runner with this id",
-                        reason="unknown_runner",
-                        field="runnerId",
-                        runnerId=runner_id,
-                    )
-            else:
-                runner_id = server.runner_id
-            params = _with_defaults(playbook["params_schema"], body.get("params") or {})
-            _validate_params(playbook["params_schema"], params)
-            timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
-            row = (
-                (
-                    await tx.execute(
-                        insert(orders)
-                        .values(
-                            id=order_id,
-                            status=OrderStatus.QUEUED.value,
-                            server_id=server.id,
-                            runner_id=runner_id,
-                            playbook_key=playbook["key"],
-                            action=body.get("action") or "run",
-                            params=params,
-                            attempt=0,
-                            executions=0,
-                            max_attempts=body.get("max_attempts") or playbook["max_attempts"],
-                            timeout_s=int(timeout),
-                            cancel_requested=False,
-                            status_reason=Reason.CREATED.value,
-                            idempotency_key=idempotency_key,
-                            request_hash=fingerprint,
-                            steps=playbook["steps"],
-                        )
-                        .returning(*orders.c)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            await history.record_events(
+            row = await insert_order(
                 tx,
-                [history.event(order_id, None, OrderStatus.QUEUED, Reason.CREATED, attempt=0, actor="admin")],
+                wakeups,
+                body,
+                default_timeout=default_timeout,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -174,8 +112,95 @@ async def create_order(
         if existing is None:
             raise
         return _replay(existing, fingerprint, idempotency_key), True
-    wakeups.notify(row["runner_id"], row["server_id"])
-    return dict(row), False
+    return row, False
+
+
+async def insert_order(
+    tx: Tx,
+    wakeups: Wakeups,
+    body: dict[str, Any],
+    *,
+    default_timeout: float,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    actor: str = "admin",
+) -> dict[str, Any]:
+    """Queue an order inside the caller's transaction (so it commits, or not, with what goes with it).
+
+    The eligible runners are woken once the transaction has committed.
+    """
+    order_id = str(uuid.uuid4())
+    server = (
+        await tx.execute(
+            select(servers.c.id, servers.c.runner_id).where(
+                servers.c.id == body["server_id"], servers.c.deleted_at.is_(None)
+            )
+        )
+    ).first()
+    if server is None:
+        raise Invalid(
+            "no server with this id",
+            reason="unknown_server",
+            field="serverId",
+            serverId=body["server_id"],
+        )
+    playbook = await find_playbook(tx, body["playbook_key"])
+    if playbook is None:
+        raise Invalid(
+            "no playbook with this key",
+            reason="unknown_playbook",
+            field="playbookKey",
+            playbookKey=body["playbook_key"],
+        )
+    runner_id = body.get("runner_id")
+    if runner_id is not None:
+        known = (await tx.execute(select(runners.c.id).where(runners.c.id == runner_id))).first()
+        if known is None:
+            raise Invalid(
+                "no runner with this id",
+                reason="unknown_runner",
+                field="runnerId",
+                runnerId=runner_id,
+            )
+    else:
+        runner_id = server.runner_id
+    params = with_defaults(playbook["params_schema"], body.get("params") or {})
+    validate_params(playbook["params_schema"], params)
+    timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
+    row = (
+        (
+            await tx.execute(
+                insert(orders)
+                .values(
+                    id=order_id,
+                    status=OrderStatus.QUEUED.value,
+                    server_id=server.id,
+                    runner_id=runner_id,
+                    playbook_key=playbook["key"],
+                    action=body.get("action") or "run",
+                    params=params,
+                    attempt=0,
+                    executions=0,
+                    max_attempts=body.get("max_attempts") or playbook["max_attempts"],
+                    timeout_s=int(timeout),
+                    cancel_requested=False,
+                    status_reason=Reason.CREATED.value,
+                    idempotency_key=idempotency_key,
+                    request_hash=fingerprint or request_hash(body),
+                    steps=playbook["steps"],
+                )
+                .returning(*orders.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    await history.record_events(
+        tx,
+        [history.event(order_id, None, OrderStatus.QUEUED, Reason.CREATED, attempt=0, actor=actor)],
+    )
+    tx.after_commit(lambda: wakeups.notify(row["runner_id"], row["server_id"]))
+    return dict(row)
 
 
 async def get_order(db: Database, order_id: str) -> dict[str, Any]:

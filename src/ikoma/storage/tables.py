@@ -9,6 +9,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     false,
 )
@@ -268,4 +270,212 @@ migration_history = Table(
     Column("revision", String(64), primary_key=True),
     Column("checksum", String(64), nullable=False),
     Column("applied_at", Timestamp, nullable=False, server_default=db_now()),
+)
+
+# --- machine state, snapshots, timeline, reports (migration 0006) ----------------------------------
+# Every completed order leaves a snapshot: what its playbook found, normalised (kind = playbook key).
+# Snapshots are the source of truth for the derived tables below; `id` orders them (rebuild folds them
+# in id order, the order completions were applied in).
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("kind", String(200), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("important", Json, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+)
+Index("ix_snapshots_server_kind", snapshots.c.server_id, snapshots.c.kind, snapshots.c.id)
+Index("ix_snapshots_order", snapshots.c.order_id)
+
+# One row per server: a cache derived only from snapshots (`ikoma state rebuild` recomputes it).
+machine_state = Table(
+    "machine_state",
+    metadata,
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("health", String(16), nullable=False),
+    Column("apt_status", String(32)),
+    Column("apt_updates", Integer, nullable=False),
+    Column("apt_security", Integer, nullable=False),
+    Column("apt_reboot_required", Boolean, nullable=False),
+    Column("apt_analyzed_at", Timestamp),
+    Column("docker_installed", Boolean, nullable=False),
+    Column("docker_status", String(32)),
+    Column("docker_containers", Integer),
+    Column("docker_running", Integer),
+    Column("docker_unhealthy", Integer, nullable=False),
+    Column("docker_stacks", Integer, nullable=False),
+    Column("docker_prunable_bytes", BigInteger),
+    Column("docker_checked_at", Timestamp),
+    Column("load1", Float),
+    Column("memory_used_percent", Float),
+    Column("root_used_percent", Float),
+    Column("metrics", Json),
+    Column("metrics_collected_at", Timestamp),
+    Column("disk_warnings", Integer, nullable=False),
+    Column("hardware_warnings", Integer, nullable=False),
+    Column("facts_collected_at", Timestamp),
+    # the latest outcome per playbook: lastError is the newest failure still standing among them
+    Column("outcomes", Json, nullable=False),
+    Column("last_error_order_id", Id),
+    Column("last_error_playbook", String(200)),
+    Column("last_error_message", Text),
+    Column("last_error_at", Timestamp),
+    Column("last_snapshot_id", BigInteger),
+    # the time of the newest snapshot folded in (not of the write): a rebuild gives the same row
+    Column("updated_at", Timestamp),
+)
+
+machine_hardware = Table(
+    "machine_hardware",
+    metadata,
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("snapshot_id", BigInteger, nullable=False),
+    Column("hostname", String(255)),
+    Column("os", Json, nullable=False),
+    Column("kernel", String(200)),
+    Column("arch", String(50)),
+    Column("virtualization", String(50)),
+    Column("machine_kind", String(50)),
+    Column("cpu_model", String(255)),
+    Column("cpu_cores", Integer),
+    Column("memory_bytes", BigInteger),
+    Column("disks", Json, nullable=False),
+    Column("network", Json, nullable=False),
+    Column("gpus", Json, nullable=False),
+    Column("warnings", Json, nullable=False),
+    Column("collected_at", Timestamp, nullable=False),
+)
+
+# One point per collection; the sweeper folds points older than 24 h into hourly averages
+# (`period_s` 3600, `samples` = points averaged) and bounds the rows kept per server.
+machine_metrics = Table(
+    "machine_metrics",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Column("period_s", Integer, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("load1", Float),
+    Column("load5", Float),
+    Column("memory_used_percent", Float),
+    Column("root_used_percent", Float),
+)
+Index("ix_machine_metrics_server_at", machine_metrics.c.server_id, machine_metrics.c.at)
+
+# Timeline entries that are not order transitions (those are read from order_events, see timeline.py).
+machine_events = Table(
+    "machine_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Timestamp, nullable=False, server_default=db_now()),
+    Column("type", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("order_id", Id),
+    Column("details", Json),
+    CheckConstraint("severity IN ('info','warning','error')", name="severity"),
+)
+Index("ix_machine_events_server_at", machine_events.c.server_id, machine_events.c.at)
+
+important_messages = Table(
+    "important_messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    # sha256 of (server, source, category, normalised message): one row per recurring message
+    Column("fingerprint", String(64), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("package_name", String(200)),
+    Column("count", Integer, nullable=False),
+    Column("first_seen_at", Timestamp, nullable=False),
+    Column("last_seen_at", Timestamp, nullable=False),
+    Column("last_order_id", Id),
+    Column("acknowledged", Boolean, nullable=False),
+    Column("acknowledged_at", Timestamp),
+    Column("acknowledged_by", String(100)),
+    # every acknowledgement ({by, at}), kept when a reappearance makes the message new again
+    Column("acks", Json, nullable=False),
+    UniqueConstraint("server_id", "fingerprint"),
+)
+Index(
+    "ix_important_messages_server_seen",
+    important_messages.c.server_id,
+    important_messages.c.acknowledged,
+    important_messages.c.last_seen_at,
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("playbook_key", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("markdown", Text, nullable=False),
+    Column("artifact_id", Id),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+)
+Index("ix_reports_server_created", reports.c.server_id, reports.c.created_at)
+Index("ix_reports_order", reports.c.order_id)
+
+# Files under <data dir>/artifacts/<id>; a deleted artifact keeps its row with why it went.
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("retention_policy", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("expires_at", Timestamp),
+    Column("deleted_at", Timestamp),
+    Column("delete_reason", String(200)),
+    CheckConstraint("retention_policy IN ('default','failed','pinned','short')", name="retention_policy"),
+)
+Index("ix_artifacts_expires", artifacts.c.expires_at)
+Index("ix_artifacts_order", artifacts.c.order_id)
+
+# Collection schedules: the reconciler queues an ordinary order when one is due and none is pending.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("playbook_key", String(200), ForeignKey("playbooks.key"), nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("next_run_at", Timestamp),
+    Column("last_order_id", Id),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+    UniqueConstraint("server_id", "playbook_key"),
+)
+Index("ix_schedules_next_run", schedules.c.next_run_at)
+
+# What the reconciler last saw of each runner, to put "online"/"offline" on the timeline once per change.
+runner_presence = Table(
+    "runner_presence",
+    metadata,
+    Column("runner_id", Id, ForeignKey("runners.id", ondelete="CASCADE"), primary_key=True),
+    Column("online", Boolean, nullable=False),
+    Column("changed_at", Timestamp, nullable=False, server_default=db_now()),
 )
