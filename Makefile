@@ -19,8 +19,11 @@ install: $(STAMP)
 run: $(STAMP) ## start IKOMA on http://127.0.0.1:3000 (SQLite in ./data unless DATABASE_URL is set)
 	$(BIN)/ikoma up
 
+# e2e tests mostly wait on the processes they start: 4 workers keep two cores busy (TEST_WORKERS=0: serial)
+TEST_WORKERS ?= 4
+
 test: $(STAMP) ## the whole suite: unit, integration (SQLite + PostgreSQL), e2e, migrations
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

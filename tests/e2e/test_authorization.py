@@ -7,6 +7,7 @@ needed when the role is too low, anything else when it is high enough.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from ikoma.api.policy import POLICY, PUBLIC, RUNNER
 from ikoma.domain.roles import Role
+from ikoma.storage.database import Database
 from tests.support import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -210,3 +213,24 @@ def test_no_token_in_the_database_file_or_any_response(live_server: LiveServer) 
     for secret in secrets:
         assert secret.encode() not in stored
         assert all(secret not in text for text in responses)
+
+
+async def _rename_audit_table(database_url: str, old: str, new: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.write() as tx:
+            await tx.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+    finally:
+        await db.dispose()
+
+
+def test_a_mutation_whose_audit_entry_cannot_be_written_does_not_happen(live_server: LiveServer) -> None:
+    asyncio.run(_rename_audit_table(live_server.database_url, "audit_log", "audit_log_away"))
+    with live_server.admin() as admin:
+        refused = admin.post("/v1/servers", json={"name": "web-1", "hostname": "web-1.example.net"})
+        assert refused.status_code == 503
+        assert refused.json()["reason"] == "audit_unavailable"
+        assert admin.get("/v1/servers").json() == []  # reads are not audited: they still answer
+        asyncio.run(_rename_audit_table(live_server.database_url, "audit_log_away", "audit_log"))
+        created = admin.post("/v1/servers", json={"name": "web-1", "hostname": "web-1.example.net"})
+    assert created.status_code == 201

@@ -55,6 +55,13 @@ CATALOG = CATALOG_OBSERVER | {
 
 
 @pytest.fixture
+def server_database_url(tmp_path: Path) -> str:
+    """SQLite only here: MCP is a translation layer over /execute
+    (the tool path's integration tests run on both backends)."""
+    return f"sqlite:///{tmp_path / 'server.db'}"
+
+
+@pytest.fixture
 def fleet(live_server: support.LiveServer, tmp_path: Path) -> Iterator[Fleet]:
     fleet = attach_fleet(live_server, tmp_path)
     fleet.start_runner()

@@ -56,6 +56,13 @@ HOSTILE_NAMES = ["../x", "%2e%2e", "a\u0000b", "/etc", "MyApp", "a;rm -rf /", "$
 
 
 @pytest.fixture
+def server_database_url(tmp_path: Path) -> str:
+    """SQLite only here: these prove the HTTP and CLI surface
+    (the tool path's integration tests run on both backends)."""
+    return f"sqlite:///{tmp_path / 'server.db'}"
+
+
+@pytest.fixture
 def server(server_database_url: str, tmp_path: Path) -> Iterator[support.LiveServer]:
     live = support.LiveServer(
         database_url=server_database_url,
@@ -265,7 +272,8 @@ def test_audit_route_filters_and_pages_and_is_admin_only(server: support.LiveSer
 
 def run_cli(server: support.LiveServer, key: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
-    env.update({"IKOMA_API_URL": server.url, "IKOMA_API_KEY": key})
+    # COLUMNS keeps table rows on one line whatever terminal (or none) the suite runs in
+    env.update({"IKOMA_API_URL": server.url, "IKOMA_API_KEY": key, "COLUMNS": "250", "NO_COLOR": "1"})
     return subprocess.run(
         [sys.executable, "-m", "ikoma", *args],
         capture_output=True,
