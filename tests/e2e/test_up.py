@@ -75,6 +75,12 @@ def test_up_runs_a_local_runner_that_completes_a_ping_and_is_reused_after_restar
             done = _ping(admin)
             assert done["status"] == "SUCCEEDED"
             assert done["reportVersion"] == "v2"
+            # the tools find a writable apps root under the data dir, not /srv/apps
+            platform = admin.post("/execute/platform.check", json={})
+            assert platform.status_code == 200, platform.text
+            apps_root = platform.json()["details"]["appsRoot"]
+            assert apps_root["path"] == str((tmp_path / "data" / "apps").resolve())
+            assert platform.json()["checks"]["appsRoot"] is True
     finally:
         _stop(process)
     credentials = tmp_path / "data" / "runner.json"

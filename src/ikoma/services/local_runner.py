@@ -100,7 +100,10 @@ async def start_local_runner(config_path: Path, data_dir: Path) -> asyncio.subpr
     env = {k: v for k, v in os.environ.items() if k not in ("IKOMA_ADMIN_KEY", "DATABASE_URL")}
     env["IKOMA_DATA_DIR"] = str(data_dir)
     # /srv/apps is rarely writable for whoever runs `ikoma up`; its apps live next to its data instead
-    env.setdefault("IKOMA_APPS_ROOT", str((data_dir / "apps").resolve()))
+    if "IKOMA_APPS_ROOT" not in env:
+        apps_root = (data_dir / "apps").resolve()
+        apps_root.mkdir(parents=True, exist_ok=True)
+        env["IKOMA_APPS_ROOT"] = str(apps_root)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ikoma", "runner", "--config", str(config_path), env=env
     )
