@@ -167,6 +167,8 @@ def test_scoped_client_sees_only_its_servers_and_their_orders(live_server: LiveS
         assert refused.status_code == 404
         created = http.post("/v1/orders", json={"serverId": mine["id"], "playbookKey": "system.test_ping"})
         assert created.status_code == 201, created.text
+        events = http.get(f"/v1/orders/{created.json()['order']['id']}/events").json()
+        assert events[0]["actor"] == f"api_client:{client['id']}"  # who queued it, on its history
         assert [o["serverId"] for o in http.get("/v1/orders").json()["items"]] == [mine["id"]]
 
 

@@ -20,9 +20,7 @@ from tests.integration.helpers import server_fields
 async def test_api_client_token_is_shown_once_and_only_its_hash_and_prefix_are_stored(
     database: Database,
 ) -> None:
-    created = await api_clients.create_api_client(
-        database, name="ci", role=Role.BUILDER, created_by="admin:admin"
-    )
+    created = await api_clients.create_api_client(database, name="ci", role=Role.BUILDER, created_by="admin")
     token = created["token"]
     async with database.read() as tx:
         stored = (await tx.execute(text("SELECT * FROM api_clients"))).mappings().one()
@@ -40,9 +38,7 @@ async def test_api_client_token_is_shown_once_and_only_its_hash_and_prefix_are_s
 
 
 async def test_revoked_client_is_refused_at_its_next_request(database: Database) -> None:
-    created = await api_clients.create_api_client(
-        database, name="ci", role=Role.OPERATOR, created_by="admin:admin"
-    )
+    created = await api_clients.create_api_client(database, name="ci", role=Role.OPERATOR, created_by="admin")
     await api_clients.authenticate(database, created["token"])
     revoked = await api_clients.revoke_api_client(database, created["id"])
     assert revoked["revoked_at"] is not None
@@ -56,7 +52,7 @@ async def test_revoked_client_is_refused_at_its_next_request(database: Database)
 
 async def test_expired_client_is_refused_by_the_database_clock(database: Database) -> None:
     created = await api_clients.create_api_client(
-        database, name="ci", role=Role.OBSERVER, created_by="admin:admin", expires_in_s=3600
+        database, name="ci", role=Role.OBSERVER, created_by="admin", expires_in_s=3600
     )
     await api_clients.authenticate(database, created["token"])
     async with database.write() as tx:
@@ -82,7 +78,7 @@ async def test_server_scope_must_name_existing_servers(database: Database) -> No
         database,
         name="deployer",
         role=Role.OPERATOR,
-        created_by="admin:admin",
+        created_by="admin",
         server_ids=[str(server["id"])],
     )
     principal = await api_clients.authenticate(database, scoped["token"])
@@ -92,7 +88,7 @@ async def test_server_scope_must_name_existing_servers(database: Database) -> No
             database,
             name="bad",
             role=Role.OPERATOR,
-            created_by="admin:admin",
+            created_by="admin",
             server_ids=["00000000-0000-0000-0000-000000000001"],
         )
     assert refused.value.reason == "unknown_server"

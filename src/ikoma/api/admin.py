@@ -73,8 +73,8 @@ async def list_servers(ctx: Ctx, principal: CurrentPrincipal) -> Any:
 
 
 @router.post("/servers", status_code=201, response_model=ServerPublic, responses=ERRORS)
-async def create_server(body: ServerCreate, ctx: Ctx) -> Any:
-    return await servers.create_server(ctx.db, _server_fields(body))
+async def create_server(body: ServerCreate, ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    return await servers.create_server(ctx.db, _server_fields(body), actor=principal.actor)
 
 
 @router.get("/servers/{server_id}", response_model=ServerPublic, responses=ERRORS)
@@ -88,13 +88,13 @@ async def update_server(
     server_id: uuid.UUID, body: ServerUpdate, ctx: Ctx, principal: CurrentPrincipal
 ) -> Any:
     principal.require_server(str(server_id))
-    return await servers.update_server(ctx.db, str(server_id), _server_fields(body))
+    return await servers.update_server(ctx.db, str(server_id), _server_fields(body), actor=principal.actor)
 
 
 @router.delete("/servers/{server_id}", status_code=204, responses=ERRORS)
 async def delete_server(server_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Response:
     principal.require_server(str(server_id))
-    await servers.delete_server(ctx.db, str(server_id))
+    await servers.delete_server(ctx.db, str(server_id), actor=principal.actor)
     return Response(status_code=204)
 
 
@@ -110,7 +110,9 @@ async def attach_runner(
     """Legacy alias of `PATCH /v1/servers/:id {runnerId}` (seed 000), on PATCH and POST."""
     principal.require_server(str(server_id))
     runner_id = str(body.runner_id) if body.runner_id else None
-    return await servers.update_server(ctx.db, str(server_id), {"runner_id": runner_id})
+    return await servers.update_server(
+        ctx.db, str(server_id), {"runner_id": runner_id}, actor=principal.actor
+    )
 
 
 # --- runners ---------------------------------------------------------------------------------------
@@ -188,6 +190,7 @@ async def create_order(
         payload,
         idempotency_key=idempotency_key,
         default_timeout=ctx.settings.order_timeout,
+        actor=principal.actor,
     )
     if replayed:
         response.status_code = 200
@@ -236,7 +239,9 @@ async def cancel_order(
     order_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal, body: CancelRequest | None = None
 ) -> Any:
     await _visible_order(ctx, principal, str(order_id))
-    return await orders.cancel_order(ctx.db, str(order_id), reason=body.reason if body else None)
+    return await orders.cancel_order(
+        ctx.db, str(order_id), reason=body.reason if body else None, actor=principal.actor
+    )
 
 
 @router.get("/orders/{order_id}/logs", response_model=LogPage, responses=ERRORS)

@@ -24,7 +24,8 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        return f"{self.kind}:{self.id}"
+        """How timelines and events name who did it: `admin`, or `api_client:<id>`."""
+        return "admin" if self.kind == "admin" else f"{self.kind}:{self.id}"
 
     def allows(self, needed: Role) -> bool:
         return self.role >= needed

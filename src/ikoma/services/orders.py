@@ -80,6 +80,7 @@ async def create_order(
     *,
     idempotency_key: str | None,
     default_timeout: float,
+    actor: str = "admin",
 ) -> tuple[dict[str, Any], bool]:
     """Queue an order; returns (order, replayed). The same key and body gives back the same order."""
     fingerprint = request_hash(body)
@@ -103,6 +104,7 @@ async def create_order(
                 default_timeout=default_timeout,
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
+                actor=actor,
             )
     except IntegrityError:
         if idempotency_key is None:

@@ -80,14 +80,14 @@ async def _runner_changed(tx: Tx, server_id: str, before: str | None, after: str
         )
 
 
-async def create_server(db: Database, fields: dict[str, Any]) -> dict[str, Any]:
+async def create_server(db: Database, fields: dict[str, Any], *, actor: str = "admin") -> dict[str, Any]:
     server_id = str(uuid.uuid4())
     try:
         async with db.write() as tx:
             if fields.get("runner_id"):
                 await _check_runner_free(tx, fields["runner_id"], server_id)
             await tx.execute(insert(servers).values(id=server_id, **fields))
-            await _runner_changed(tx, server_id, None, fields.get("runner_id"), "admin")
+            await _runner_changed(tx, server_id, None, fields.get("runner_id"), actor)
             return await _get(tx, server_id)
     except IntegrityError:
         raise Conflict(f"a server named {fields.get('name')!r} already exists", field="name") from None
@@ -106,7 +106,9 @@ async def get_server(db: Database, server_id: str) -> dict[str, Any]:
         return await _get(tx, server_id)
 
 
-async def update_server(db: Database, server_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+async def update_server(
+    db: Database, server_id: str, changes: dict[str, Any], *, actor: str = "admin"
+) -> dict[str, Any]:
     """Apply a partial update; `runner_id: None` detaches the runner."""
     try:
         async with db.write() as tx:
@@ -118,13 +120,13 @@ async def update_server(db: Database, server_id: str, changes: dict[str, Any]) -
                     update(servers).where(servers.c.id == server_id).values(**changes, updated_at=db_now())
                 )
             if "runner_id" in changes:
-                await _runner_changed(tx, server_id, current["runner_id"], changes["runner_id"], "admin")
+                await _runner_changed(tx, server_id, current["runner_id"], changes["runner_id"], actor)
             return await _get(tx, server_id)
     except IntegrityError:
         raise Conflict(f"a server named {changes.get('name')!r} already exists", field="name") from None
 
 
-async def delete_server(db: Database, server_id: str) -> None:
+async def delete_server(db: Database, server_id: str, *, actor: str = "admin") -> None:
     """Retire a server. Its orders stay as history; refused while some of them have not ended."""
     async with db.write() as tx:
         current = await _get(tx, server_id)
@@ -142,4 +144,4 @@ async def delete_server(db: Database, server_id: str) -> None:
             .where(servers.c.id == server_id)
             .values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
         )
-        await _runner_changed(tx, server_id, current["runner_id"], None, "admin")
+        await _runner_changed(tx, server_id, current["runner_id"], None, actor)
