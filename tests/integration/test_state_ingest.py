@@ -63,6 +63,9 @@ async def test_real_reports_build_state_hardware_metrics_messages_and_timeline(
     hardware = await state.get_hardware(database, pair.server_id)
     assert len(hardware["gpus"]) == 2
     assert hardware["virtualization"] == "kvm"
+    server = await servers.get_server(database, pair.server_id)  # the inventory learns what facts found
+    assert (server["os_family"], server["virtualization"]) == (hardware["os"]["family"], "kvm")
+    assert server["arch"] == hardware["arch"]
     assert await count_rows(database, machine_metrics, machine_metrics.c.server_id == pair.server_id) == 1
 
     found = await messages.list_messages(database, pair.server_id)

@@ -82,6 +82,26 @@ async def save_hardware(tx: Tx, server_id: str, snap: Snapshot) -> None:
         return
     await tx.execute(delete(machine_hardware).where(machine_hardware.c.server_id == server_id))
     await tx.execute(insert(machine_hardware).values(server_id=server_id, **row))
+    discovered = inventory_fields(row)
+    if discovered:
+        await tx.execute(
+            update(servers).where(servers.c.id == server_id).values(**discovered, updated_at=db_now())
+        )
+
+
+def inventory_fields(hardware_row: dict[str, Any]) -> dict[str, str]:
+    """The server's OS/arch/kind columns as facts found them (seed 003 `machines`): what the machine
+    says about itself replaces what was typed in; a fact it did not report leaves the column alone."""
+    os_info = hardware_row.get("os") or {}
+    found = {
+        "os_family": (os_info.get("family"), 50),
+        "os_version": (os_info.get("version") or os_info.get("versionId"), 100),
+        "os_codename": (os_info.get("codename"), 100),
+        "arch": (hardware_row.get("arch"), 50),
+        "machine_kind": (hardware_row.get("machine_kind"), 50),
+        "virtualization": (hardware_row.get("virtualization"), 50),
+    }
+    return {column: str(value)[:limit] for column, (value, limit) in found.items() if value}
 
 
 async def add_metrics_point(tx: Tx, server_id: str, snap: Snapshot) -> None:
