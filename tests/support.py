@@ -138,3 +138,27 @@ class LiveServer:
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"x-ikoma-admin-key": self.admin_key}, timeout=30)
+
+
+def start_up(
+    tmp_path: Path, port: int, admin_key: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`ikoma up` (API + its local runner) as a real process, returned once /readyz answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
+    env.update({"IKOMA_ADMIN_KEY": admin_key, "IKOMA_LOG_LEVEL": "warning", **(extra_env or {})})
+    with (tmp_path / "up.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ikoma", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError((tmp_path / "up.log").read_text())

@@ -23,25 +23,8 @@ ADMIN_KEY = "ika_state_up_0123456789abcdefghij"
 
 
 def _start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
     # a tick every second; default schedules are on for `ikoma up` and due at once
-    env.update({"IKOMA_ADMIN_KEY": ADMIN_KEY, "IKOMA_LOG_LEVEL": "warning", "IKOMA_RECONCILE_INTERVAL": "1"})
-    with (tmp_path / "up.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ikoma", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError((tmp_path / "up.log").read_text())
+    return support.start_up(tmp_path, port, ADMIN_KEY, {"IKOMA_RECONCILE_INTERVAL": "1"})
 
 
 def _collected(state: dict[str, Any]) -> bool:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,25 +19,7 @@ ADMIN_KEY = "ika_up_test_0123456789abcdefghij"
 
 
 def _start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
-    env.update({"IKOMA_ADMIN_KEY": ADMIN_KEY, "IKOMA_LOG_LEVEL": "warning"})
-    log = (tmp_path / "up.log").open("ab")
-    with log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ikoma", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError((tmp_path / "up.log").read_text())
+    return support.start_up(tmp_path, port, ADMIN_KEY)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -233,6 +233,28 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise Invalid("cursor is not one this API issued", field="cursor") from None
 
 
+async def newest_first_page(
+    db: Database, query: Any, table: Any, *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of `query` over `table` newest first by (created_at, id), and the cursor to the next."""
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                table.c.created_at < created_at,
+                and_(table.c.created_at == created_at, table.c.id < last_id),
+            )
+        )
+    query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
+    async with db.read() as tx:
+        rows = [dict(r) for r in (await tx.execute(query)).mappings()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
 async def list_orders(
     db: Database,
     *,
@@ -253,22 +275,7 @@ async def list_orders(
         query = query.where(orders.c.runner_id == runner_id)
     if playbook_key is not None:
         query = query.where(orders.c.playbook_key == playbook_key)
-    if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                orders.c.created_at < created_at,
-                and_(orders.c.created_at == created_at, orders.c.id < last_id),
-            )
-        )
-    query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit + 1)
-    async with db.read() as tx:
-        rows = [dict(r) for r in (await tx.execute(query)).mappings()]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
-    return rows, next_cursor
+    return await newest_first_page(db, query, orders, limit=limit, cursor=cursor)
 
 
 async def cancel_order(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select
 
 from ikoma.domain.errors import NotFound
 from ikoma.domain.report_markdown import render
-from ikoma.services.orders import decode_cursor, encode_cursor
+from ikoma.services.orders import newest_first_page
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import reports
 
@@ -66,19 +66,4 @@ async def list_reports(
         query = query.where(reports.c.playbook_key == playbook_key)
     if order_id is not None:
         query = query.where(reports.c.order_id == order_id)
-    if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                reports.c.created_at < created_at,
-                and_(reports.c.created_at == created_at, reports.c.id < last_id),
-            )
-        )
-    query = query.order_by(reports.c.created_at.desc(), reports.c.id.desc()).limit(limit + 1)
-    async with db.read() as tx:
-        rows = [dict(r) for r in (await tx.execute(query)).mappings()]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
-    return rows, next_cursor
+    return await newest_first_page(db, query, reports, limit=limit, cursor=cursor)
