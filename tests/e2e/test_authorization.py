@@ -202,9 +202,9 @@ def test_revocation_takes_effect_at_the_next_request(live_server: LiveServer) ->
     assert "token" not in listed[0]
 
 
+# reads the SQLite file itself; PostgreSQL rows are checked in tests/integration/test_api_clients_and_audit.py
+@pytest.mark.parametrize("server_database_url", ["sqlite"], indirect=True)
 def test_no_token_in_the_database_file_or_any_response(live_server: LiveServer) -> None:
-    if not live_server.database_url.startswith("sqlite"):
-        pytest.skip("reads the SQLite file; the PostgreSQL rows are checked by the integration tests")
     with live_server.admin() as admin:
         client = admin.post("/v1/api-clients", json={"name": "ci", "role": "operator"}).json()
         runner = admin.post("/v1/runners", json={"name": "r1"}).json()
