@@ -99,8 +99,9 @@ def _stamp(at: datetime | str) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
-def _digest(prev_hash: str, row: Mapping[Any, Any]) -> str:
-    fields = {
+def _hashed(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The fields an entry's hash covers, as they are shown (camelCase, timestamp as hashed)."""
+    return {
         "id": int(row["id"]),
         "at": _stamp(row["at"]),
         "channel": row["channel"],
@@ -116,6 +117,10 @@ def _digest(prev_hash: str, row: Mapping[Any, Any]) -> str:
         "reason": row["reason"],
         "orderId": row["order_id"],
     }
+
+
+def _digest(prev_hash: str, row: Mapping[Any, Any]) -> str:
+    fields = _hashed(row)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
@@ -168,22 +173,9 @@ def _mirror(path: Path, row: Mapping[Any, Any]) -> None:
 
 def public(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {
-        "id": int(row["id"]),
-        "at": _stamp(row["at"]),
-        "channel": row["channel"],
-        "actorKind": row["actor_kind"],
-        "actorId": row["actor_id"],
-        "tokenPrefix": row["token_prefix"],
-        "role": row["role"],
-        "action": row["action"],
-        "target": row["target"],
-        "params": row["params"],
-        "outcome": row["outcome"],
+        **_hashed(row),
         # seed 001 filters its JSONL on `.result == "error"`
         "result": row["outcome"],
-        "statusCode": row["status_code"],
-        "reason": row["reason"],
-        "orderId": row["order_id"],
         "prevHash": row["prev_hash"],
         "hash": row["hash"],
     }
