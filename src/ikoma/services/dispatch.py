@@ -387,6 +387,9 @@ class Dispatcher:
                 .first()
             )
             if row is None:
+                replayed = await self._replayed_start(tx, identity, order_id, lease_token)
+                if replayed is not None:
+                    return replayed
                 raise await self._refusal(tx, identity, order_id, lease_token, START_FROM)
             await history.mark_attempt_started(tx, order_id=order_id, attempt=row["attempt"])
             await history.record_events(
@@ -404,6 +407,26 @@ class Dispatcher:
             )
             waited = (row["started_at"] - row["claimed_at"]).total_seconds() if row["claimed_at"] else 0.0
             tx.after_commit(lambda: self._count_start(waited))
+        return dict(row)
+
+    async def _replayed_start(
+        self, tx: Tx, identity: RunnerIdentity, order_id: str, lease_token: str | None
+    ) -> dict[str, Any] | None:
+        """The holder of the lease starting again (the first answer was lost): answer as before.
+
+        Only with the lease token: without it a restarted runner could not be told from the one that
+        already runs the step, and answering would run it twice.
+        """
+        if lease_token is None:
+            return None
+        row = (await tx.execute(select(orders).where(orders.c.id == order_id))).mappings().first()
+        if (
+            row is None
+            or row["status"] != OrderStatus.RUNNING.value
+            or row["runner_id"] != identity.runner_id
+            or row["lease_token"] != lease_token
+        ):
+            return None
         return dict(row)
 
     def _count_start(self, claim_to_start_seconds: float) -> None:
