@@ -56,7 +56,10 @@ class AuditEntry:
 @dataclass
 class Problem:
     id: int
-    kind: Literal["edited", "deleted", "reordered"]
+    # the last four come from the anchors outside the database (services/audit_anchor.py)
+    kind: Literal[
+        "edited", "deleted", "reordered", "truncated", "rehashed", "checkpoint_forged", "mirror_mismatch"
+    ]
     detail: str
 
 
