@@ -11,12 +11,29 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ikoma.bootstrap import Context
 
 MCP_PATH = "/mcp"
+
+
+def called_tool(body: bytes) -> str | None:
+    """The tool a JSON-RPC `tools/call` message names (None for any other message, or no message).
+
+    The policy reads it from a request it refused, to audit the refusal under the tool's name.
+    """
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict) or message.get("method") != "tools/call":
+        return None
+    params = message.get("params")
+    name = params.get("name") if isinstance(params, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 class McpEndpoint:

@@ -80,18 +80,25 @@ class McpServer:
         principal = principal_of(rctx)
         tool_params, server_id, wait = contract.split_arguments(params.arguments)
         try:
+            try:
+                call_server, call_wait = _server_id(server_id), _wait(wait)
+            except DomainError as refusal:
+                # refused before execute_tool, as /execute refuses its body: audited here, with the tool
+                await tools.audit_refusal(
+                    self._ctx, principal, tool=params.name, refusal=refusal, params=tool_params, channel="mcp"
+                )
+                raise
             outcome = await tools.execute_tool(
                 self._ctx,
                 principal,
                 tool=params.name,
                 params=tool_params,
-                server_id=_server_id(server_id),
-                wait=_wait(wait),
+                server_id=call_server,
+                wait=call_wait,
                 channel="mcp",
             )
         except DomainError as refusal:
-            # execute_tool audited its refusal as denied (a malformed serverId or wait is refused before,
-            # as /execute refuses it); the assistant gets /execute's error body as a tool error
+            # audited as denied (by execute_tool, or above); the assistant gets /execute's error body
             return contract.tool_result(
                 refusal.status_code, contract.error_body(refusal.reason, refusal.message, refusal.details)
             )

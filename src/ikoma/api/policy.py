@@ -7,7 +7,8 @@ may lower the role a request acts with, never raise it. Finer rules (a playbook'
 server scope) are checked by the route with the Principal this middleware puts in the request state.
 
 Every mutating request is audited here before it runs (if the entry cannot be written, the request is
-refused) and again if it fails; `/execute` and `/mcp` are audited by the tool path itself, with the tool.
+refused) and again if it fails; `/execute` and `/mcp` are audited by the tool path itself, with the tool,
+and a tool call refused here (no credential, an X-Role above it) is audited under its tool too.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ikoma.api.errors import error_response
+from ikoma.api.mcp import called_tool
 from ikoma.bootstrap import Context
 from ikoma.domain.errors import DomainError, Unauthorized
 from ikoma.domain.roles import Role, lowered
-from ikoma.services import api_clients, audit
+from ikoma.services import api_clients, audit, tools
 from ikoma.services.identity import Principal
 
 log = structlog.get_logger("ikoma.policy")
@@ -37,6 +39,7 @@ OBSERVER, BUILDER, OPERATOR, ADMIN = Role.OBSERVER, Role.BUILDER, Role.OPERATOR,
 
 POLICY: dict[tuple[str, str], Access] = {
     # --- public: probes, metrics, the API description -----------------------------------------------
+    ("GET", "/"): PUBLIC,  # redirects to /docs
     ("GET", "/health"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -62,6 +65,10 @@ POLICY: dict[tuple[str, str], Access] = {
     ("PATCH", "/v1/servers/{server_id}/attach-runner"): ADMIN,
     ("GET", "/v1/runners"): OBSERVER,
     ("POST", "/v1/runners"): ADMIN,
+    ("GET", "/v1/runners/{runner}"): ADMIN,
+    ("DELETE", "/v1/runners/{runner}"): ADMIN,
+    ("POST", "/v1/runners/{runner}/revoke"): ADMIN,
+    ("POST", "/v1/runners/{runner}/rotate-token"): ADMIN,
     ("POST", "/v1/runner-bootstrap-tokens"): ADMIN,
     # --- playbooks and orders (creating an order also needs the playbook's own role) ------------------
     ("GET", "/v1/playbooks"): OBSERVER,
@@ -105,6 +112,29 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # audited by the tool path (with the tool's name and order), not as plain requests
 SELF_AUDITED_PREFIXES = ("/execute/", "/mcp")
 RUNNER_PREFIX = "/v1/runner/"
+TARGET_CHARS = 300  # audit_log.target: a longer path is cut, not refused by the database
+# an MCP message read to name the tool of a refused call; a bigger one is audited as `POST /mcp`
+MCP_PEEK_BYTES = 64 * 1024
+
+
+async def refused_tool_action(scope: Scope, receive: Receive) -> str | None:
+    """`execute:<tool>` / `mcp:<tool>` for a tool call refused before its route ran, else None.
+
+    Only called on a refusal: the body read here is never handed on to the route.
+    """
+    path: str = scope["path"]
+    if path.startswith("/execute/"):
+        return tools.audit_action("execute", path.removeprefix("/execute/"))
+    if not path.startswith("/mcp"):
+        return None
+    body = b""
+    while len(body) <= MCP_PEEK_BYTES:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    name = called_tool(body) if len(body) <= MCP_PEEK_BYTES else None
+    return None if name is None else tools.audit_action("mcp", name)
 
 
 def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
@@ -218,6 +248,10 @@ class PolicyMiddleware:
                 denied = self._entry(
                     principal, presented, action, scope, "denied", refusal.status_code, refusal.reason
                 )
+                # a refused tool call is filed under its tool, as the allowed calls are
+                tool_action = await refused_tool_action(scope, receive)
+                if tool_action is not None:
+                    denied = replace(denied, action=tool_action, target=None)
                 try:
                     await audit.record(ctx.db, denied, mirror=ctx.settings.audit_log)
                 except Exception:  # the refusal stands either way
@@ -295,7 +329,7 @@ class PolicyMiddleware:
             token_prefix=prefix,
             role=principal.role.label if principal else None,
             action=action,
-            target=scope["path"],
+            target=scope["path"][:TARGET_CHARS],
             params=None,  # bodies are not read here: they may hold secrets; tools log masked params
             outcome=outcome,
             status_code=status_code,

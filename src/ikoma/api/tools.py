@@ -84,7 +84,9 @@ def _call_body(raw: bytes) -> tuple[dict[str, Any], str | None, float | None]:
 
 @router.post("/execute/{tool}", openapi_extra=EXECUTE_BODY, responses=EXECUTE_RESPONSES, response_model=None)
 async def execute(
-    tool: Annotated[str, Path(max_length=200)],
+    # no max_length here: FastAPI's refusal would leave no audit entry; execute_tool refuses a name
+    # too long to be a tool as tool_not_found, audited like every other refusal
+    tool: Annotated[str, Path()],
     request: Request,
     ctx: Ctx,
     principal: CurrentPrincipal,

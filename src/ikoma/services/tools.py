@@ -24,8 +24,8 @@ from ikoma.services import audit, orders
 from ikoma.services.audit import Channel
 from ikoma.services.identity import Principal
 from ikoma.services.playbooks import find_playbook
+from ikoma.storage.tables import audit_log, playbooks, servers
 from ikoma.storage.tables import orders as orders_table
-from ikoma.storage.tables import playbooks, servers
 
 if TYPE_CHECKING:
     from ikoma.bootstrap import Context
@@ -36,6 +36,26 @@ if TYPE_CHECKING:
 # engine) also matches with a trailing newline. App names become paths and process names, so the API
 # checks the whole string itself before an order can exist; the runner checks again before any disk.
 APP_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+# A tool is a playbook key: a longer name is no tool, refused before it is looked up. The audit records
+# every call under `<channel>:<tool>`, with a name that does not fit its column cut short (and marked).
+MAX_TOOL_NAME: int = playbooks.c.key.type.length  # type: ignore[attr-defined]
+_ACTION_CHARS: int = audit_log.c.action.type.length  # type: ignore[attr-defined]
+_REASON_CHARS: int = audit_log.c.reason.type.length  # type: ignore[attr-defined]
+CUT = "…"
+
+
+def audit_action(channel: Channel, tool: str) -> str:
+    """How the audit names a call to `tool` (allowed or refused, whatever refused it): `execute:<tool>`."""
+    prefix = f"{channel}:"
+    room = _ACTION_CHARS - len(prefix)
+    return prefix + (tool if len(tool) <= room else tool[: room - len(CUT)] + CUT)
+
+
+def _shown(tool: str) -> str:
+    """A tool name as an error body repeats it (a name of megabytes is not sent back)."""
+    return tool if len(tool) <= MAX_TOOL_NAME else tool[:MAX_TOOL_NAME] + CUT
+
 
 # Waiting for an order: short first polls so fast tools answer fast, then at most 5 reads a second.
 # Polling the row (not an in-process wake-up) also sees orders completed through another API process.
@@ -195,14 +215,15 @@ class _Call:
             actor_id=self.principal.id,
             token_prefix=self.principal.token_prefix,
             role=self.principal.role.label,
-            action=f"{self.channel}:{self.tool}",
+            action=audit_action(self.channel, self.tool),
             target=self.target,
             params=_storable(self.params),
             outcome=outcome,
             channel=self.channel,
             order_id=order_id,
             status_code=status_code,
-            reason=reason,
+            # a tool error code comes from the runner's report: free text, cut to what the column holds
+            reason=None if reason is None else reason[:_REASON_CHARS],
         )
 
     async def refused(self, refusal: DomainError) -> None:
@@ -211,10 +232,12 @@ class _Call:
         await audit.record(self.ctx.db, entry, mirror=self.ctx.settings.audit_log)
 
     async def find_playbook(self) -> dict[str, Any]:
-        async with self.ctx.db.read() as tx:
-            playbook = await find_playbook(tx, self.tool)
+        playbook = None
+        if 0 < len(self.tool) <= MAX_TOOL_NAME:  # a longer name is no playbook key: not looked up
+            async with self.ctx.db.read() as tx:
+                playbook = await find_playbook(tx, self.tool)
         if playbook is None:
-            raise NotFound("no tool with this name", reason="tool_not_found", tool=self.tool)
+            raise NotFound("no tool with this name", reason="tool_not_found", tool=_shown(self.tool))
         return playbook
 
     def authorize(self, playbook: dict[str, Any]) -> None:
