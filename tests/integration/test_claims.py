@@ -331,13 +331,14 @@ async def test_runner_calls_in_the_wrong_status_are_invalid_status(database: Dat
     lease = claimed["lease_token"]
     on_claimed = await _reasons(dispatcher, who, order_id, lease, ["complete"])
     await dispatcher.start(who, order_id, lease)
-    on_running = await _reasons(dispatcher, who, order_id, lease, ["start"])
+    # start again on RUNNING with the same lease is the replay of a lost answer (test_runner_call_replays)
+    on_running = await _reasons(dispatcher, who, order_id, str(uuid.uuid4()), ["start"])
     await h.complete(dispatcher, who, order_id, lease_token=lease)
     succeeded = await _reasons(dispatcher, who, order_id, lease, ["start", "heartbeat"])
 
     assert queued == {"start": "invalid_status", "heartbeat": "invalid_status", "complete": "invalid_status"}
     assert on_claimed == {"complete": "invalid_status"}
-    assert on_running == {"start": "invalid_status"}
+    assert on_running == {"start": "stale_lease"}
     assert succeeded == {"start": "invalid_status", "heartbeat": "invalid_status"}
     refusal = await _refusal(_start, dispatcher, who, order_id, lease)
     assert refusal.details == {"orderId": order_id, "status": "SUCCEEDED"}

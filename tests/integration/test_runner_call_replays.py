@@ -6,6 +6,7 @@ import pytest
 
 from ikoma.domain.errors import Conflict
 from ikoma.domain.lifecycle import OrderStatus
+from ikoma.services.dispatch import RunnerIdentity
 from ikoma.storage.database import Database
 from tests.integration import helpers as h
 
@@ -54,3 +55,58 @@ async def test_tokenless_start_of_a_running_order_is_not_replayed(database: Data
     with pytest.raises(Conflict) as refused:
         await dispatcher.start(pair.identity, order["id"], None)
     assert refused.value.reason == "invalid_status"
+
+
+async def test_tokenless_zombie_cannot_touch_the_same_runners_newer_attempt(database: Database) -> None:
+    """Scenario 3 without a token: the runner's process of attempt 1 wakes up after the same runner
+    identity reclaimed the order as attempt 2; its tokenless calls are refused, the holder's go through."""
+    pair = await h.make_pair(database)
+    order = await h.make_order(database, pair.server_id, max_attempts=3)
+    dispatcher = h.make_dispatcher(database)
+    first = await dispatcher.claim_once(pair.identity)
+    assert first is not None
+    await h.backdate(database, order["id"], lease_expires_at=1)
+    await h.make_reconciler(database).tick()
+    second = await dispatcher.claim_once(pair.identity)
+    assert second is not None
+    assert second["attempt"] == 2
+
+    with pytest.raises(Conflict) as refused:
+        await dispatcher.start(pair.identity, order["id"], None)
+    assert refused.value.reason == "lease_token_required"
+    started = await dispatcher.start(pair.identity, order["id"], second["lease_token"])
+    assert started["attempt"] == 2
+    with pytest.raises(Conflict) as refused:
+        await dispatcher.heartbeat(pair.identity, order["id"], None)
+    assert refused.value.reason == "lease_token_required"
+    with pytest.raises(Conflict) as refused:
+        await h.complete(dispatcher, pair.identity, order["id"], lease_token=None)
+    assert refused.value.reason == "lease_token_required"
+    done = await h.complete(dispatcher, pair.identity, order["id"], lease_token=second["lease_token"])
+    assert done["status"] == OrderStatus.SUCCEEDED
+
+
+async def test_tokenless_runner_still_runs_a_retry_whose_first_attempt_was_another_runners(
+    database: Database,
+) -> None:
+    """The tokenless rule is per runner: a seed-style runner's first attempt at an order is its own."""
+    runner_a = await h.make_runner(database, "runner-a")
+    runner_b = await h.make_runner(database, "runner-b")
+    server = await h.make_server(database, "web-1", runner_id=runner_a["id"])
+    order = await h.make_order(database, server["id"], max_attempts=3)
+    dispatcher = h.make_dispatcher(database)
+    a = RunnerIdentity(runner_id=runner_a["id"], server_id=server["id"])
+    b = RunnerIdentity(runner_id=runner_b["id"], server_id=server["id"])
+    assert await dispatcher.claim_once(a) is not None
+    await h.backdate(database, order["id"], lease_expires_at=1)
+    await h.make_reconciler(database).tick()
+    await h.attach(database, server["id"], None)
+    await h.attach(database, server["id"], runner_b["id"])
+    claimed = await dispatcher.claim_once(b)
+    assert claimed is not None
+    assert claimed["attempt"] == 2
+
+    await dispatcher.start(b, order["id"], None)
+    done = await h.complete(dispatcher, b, order["id"], lease_token=None)
+
+    assert done["status"] == OrderStatus.SUCCEEDED

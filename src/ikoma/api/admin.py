@@ -1,4 +1,4 @@
-"""Fleet routes (servers, runners, playbooks, orders): parse, check the caller's scope, call one service."""
+"""Fleet routes (servers, playbooks, orders): parse, check the caller's scope, call one service."""
 
 from __future__ import annotations
 
@@ -26,9 +26,6 @@ from ikoma.api.schemas import (
     OrderStatusName,
     PlaybookCreate,
     PlaybookPublic,
-    RunnerCreate,
-    RunnerCreated,
-    RunnerPublic,
     ServerCreate,
     ServerPublic,
     ServerUpdate,
@@ -38,7 +35,7 @@ from ikoma.contracts.playbook import template_errors
 from ikoma.domain.errors import Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.roles import Role
-from ikoma.services import bootstrap, logs, orders, playbooks, runners, servers
+from ikoma.services import bootstrap, logs, orders, playbooks, servers
 from ikoma.services.identity import Principal
 
 router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
@@ -68,8 +65,20 @@ def _server_fields(body: ServerCreate | ServerUpdate) -> dict[str, Any]:
 
 # --- servers ---------------------------------------------------------------------------------------
 @router.get("/servers", response_model=list[ServerPublic], responses=ERRORS)
-async def list_servers(ctx: Ctx, principal: CurrentPrincipal) -> Any:
-    return [s for s in await servers.list_servers(ctx.db) if principal.can_see_server(str(s["id"]))]
+async def list_servers(
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    label: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=601)]] | None,
+        Query(
+            max_length=20,
+            description="`key=value` (the label has this value) or `key` (the label is set); "
+            "repeat to require several (AND)",
+        ),
+    ] = None,
+) -> Any:
+    found = await servers.list_servers(ctx.db, labels=label)
+    return [s for s in found if principal.can_see_server(str(s["id"]))]
 
 
 @router.post("/servers", status_code=201, response_model=ServerPublic, responses=ERRORS)
@@ -113,20 +122,6 @@ async def attach_runner(
     return await servers.update_server(
         ctx.db, str(server_id), {"runner_id": runner_id}, actor=principal.actor
     )
-
-
-# --- runners ---------------------------------------------------------------------------------------
-@router.get("/runners", response_model=list[RunnerPublic], responses=ERRORS)
-async def list_runners(ctx: Ctx, principal: CurrentPrincipal) -> Any:
-    found = await runners.list_runners(ctx.db, stale_after=ctx.settings.stale_after)
-    if principal.server_ids is None:
-        return found
-    return [r for r in found if r["server_id"] is not None and principal.can_see_server(str(r["server_id"]))]
-
-
-@router.post("/runners", status_code=201, response_model=RunnerCreated, responses=ERRORS)
-async def create_runner(body: RunnerCreate, ctx: Ctx) -> Any:
-    return await runners.create_runner(ctx.db, name=body.name, stale_after=ctx.settings.stale_after)
 
 
 # --- playbooks -------------------------------------------------------------------------------------

@@ -7,17 +7,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from ikoma import __version__, bootstrap
 from ikoma.api import admin, api_clients, errors, health, openapi, runner
 from ikoma.api import audit as audit_routes
+from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
 from ikoma.api import tools as tool_routes
+from ikoma.api.guard import RequestGuard, known_query_parameters
 from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.services.admin_keys import ensure_admin_key
-from ikoma.services.local_runner import ensure_local_runner, start_local_runner, stop_local_runner
+from ikoma.services.local_runner import (
+    ensure_local_runner,
+    ready_line,
+    start_local_runner,
+    stop_local_runner,
+)
 from ikoma.services.reconciler import stop
 from ikoma.settings import Settings
 from ikoma.storage import migrate
@@ -53,13 +60,14 @@ def create_app(
             asyncio.create_task(ctx.reconciler.run_forever(), name="reconciler") if run_reconciler else None
         )
         runner_process = None
+        # a wildcard listen address is reached locally through the loopback
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+        local_url = f"http://{host}:{settings.port}"
         if local_runner:
-            # a wildcard listen address is reached locally through the loopback
-            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
             config_path = await ensure_local_runner(
                 ctx.db,
                 data_dir=settings.data_dir,
-                api_url=f"http://{host}:{settings.port}",
+                api_url=local_url,
                 stale_after=settings.stale_after,
             )
             runner_process = await start_local_runner(config_path, settings.data_dir)
@@ -71,10 +79,19 @@ def create_app(
                 f"database: {redact(url)}\n{setup.announcement}",
                 flush=True,
             )
+        ready = (
+            asyncio.create_task(
+                health.announce_when_ready(local_url, ready_line(local_url, local_runner)), name="ready"
+            )
+            if announce
+            else None
+        )
         try:
             async with mcp.run():
                 yield
         finally:
+            if ready is not None:
+                ready.cancel()
             if runner_process is not None:
                 await stop_local_runner(runner_process)
             await stop(task)
@@ -86,12 +103,16 @@ def create_app(
         description="Runners pull orders (runs of named playbooks) from one API. See docs/api.md.",
         lifespan=lifespan,
         default_response_class=errors.FastJSONResponse,
+        dependencies=[Depends(known_query_parameters)],
     )
     app.state.ctx = ctx
+    # added first, so it runs inside the policy: bodies are read only for an authenticated caller
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(PolicyMiddleware, ctx=lambda: ctx, routes=lambda: app.router.routes)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(runner_routes.router)
     app.include_router(state_routes.router)
     app.include_router(api_clients.router)
     app.include_router(tool_routes.router)

@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from ikoma.contracts.playbook import StepDefinition
 
@@ -25,6 +26,17 @@ ShortText = Annotated[str, Field(min_length=1, max_length=100)]
 Role = Literal["observer", "builder", "operator", "admin"]
 
 
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError("null_not_allowed", "may be left out, but not set to null")
+    return value
+
+
+# An update's field that may be left out but has no "no value": an explicit null is refused (422 with
+# the field's path) instead of reaching a NOT NULL column. Checked on given input only, not defaults.
+NotNull = BeforeValidator(_not_null)
+
+
 class Wire(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -34,13 +46,15 @@ class Public(BaseModel):
 
 
 # --- servers ---------------------------------------------------------------------------------------
+Hostname = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Labels = dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]]
+
+
 class ServerFields(Wire):
-    hostname: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")] | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    labels: (
-        dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]]
-        | None
-    ) = None
+    hostname: Hostname | None = None
+    port: Port | None = None
+    labels: Labels | None = None
     os_family: ShortText | None = None
     os_version: ShortText | None = None
     os_codename: ShortText | None = None
@@ -53,16 +67,20 @@ class ServerFields(Wire):
 
 class ServerCreate(ServerFields):
     name: Name
-    hostname: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:_-]+$")]
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
-    labels: dict[
-        Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]
-    ] = Field(default_factory=dict)
+    hostname: Hostname
+    port: Port = 22
+    labels: Labels = Field(default_factory=dict)
     os_family: ShortText = "unknown"
 
 
 class ServerUpdate(ServerFields):
-    name: Name | None = None
+    """Only the fields given change; `null` clears a nullable one (`runnerId: null` detaches)."""
+
+    name: Annotated[Name | None, NotNull] = None
+    hostname: Annotated[Hostname | None, NotNull] = None
+    port: Annotated[Port | None, NotNull] = None
+    labels: Annotated[Labels | None, NotNull] = None
+    os_family: Annotated[ShortText | None, NotNull] = None
 
 
 class AttachRunner(Wire):
@@ -74,7 +92,8 @@ class ServerPublic(Public):
     name: str
     hostname: str
     port: int
-    labels: dict[str, str]
+    # rows written before `labels: null` was refused hold null: shown as no labels, not a 500
+    labels: Annotated[dict[str, str], BeforeValidator(lambda v: {} if v is None else v)]
     os_family: str
     os_version: str | None
     os_codename: str | None
@@ -105,10 +124,18 @@ class RunnerPublic(Public):
     hostname: str | None
     capabilities: list[str]
     created_at: UtcDatetime
+    revoked_at: UtcDatetime | None = None
+    revoked_by: str | None = Field(default=None, description="`admin` or `api_client:<id>`.")
+    token_rotated_at: UtcDatetime | None = None
 
 
 class RunnerCreated(RunnerPublic):
     token: str = Field(description="Shown once; only its SHA-256 is stored.")
+
+
+class RunnerRevoked(RunnerPublic):
+    requeued_order_ids: list[str] = Field(description="Orders it held, back in the queue.")
+    ended_order_ids: list[str] = Field(description="Orders it was running, ended (STALE or CANCELLED).")
 
 
 # --- playbooks -------------------------------------------------------------------------------------

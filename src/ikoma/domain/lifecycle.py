@@ -55,6 +55,7 @@ class Reason(StrEnum):
     RETRY = "retry"
     LATE_COMPLETION = "late_completion"
     CANCEL_HONOURED = "cancel_honoured"
+    RUNNER_REVOKED = "runner_revoked"  # an admin revoked the runner holding the order
 
 
 # Every allowed edge. Anything else is refused with 409 invalid_status.
@@ -173,6 +174,14 @@ def diagnose_runner_refusal(
         )
     if order.runner_id != runner_id:
         return Conflict("order belongs to another runner", reason="wrong_runner", orderId=order_id)
+    if lease_token is None and order.status in expected:
+        # the tokenless guard refused it: this runner held an earlier attempt of the order
+        return Conflict(
+            "this runner held an earlier attempt of the order: send the claim's lease token",
+            reason="lease_token_required",
+            orderId=order_id,
+            status=order.status.value,
+        )
     wanted = " or ".join(sorted(s.value for s in expected))
     return Conflict(
         f"order is {order.status.value}; this call needs {wanted}",

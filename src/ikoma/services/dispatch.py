@@ -12,10 +12,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import JSON, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 
 from ikoma.domain import tokens
 from ikoma.domain.errors import Unauthorized
@@ -47,6 +48,9 @@ MAX_WAIT_SECONDS = 30.0
 class RunnerIdentity:
     runner_id: str
     server_id: str | None
+    # the stored hash of the token this call authenticated with: a claim re-checks it (rotation).
+    # Not part of who the runner is (equality), and kept out of reprs and logs.
+    token_hash: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def actor(self) -> str:
@@ -62,6 +66,23 @@ _AUTH = (
     )
     .where(runners.c.id == bindparam("runner_id"))
 )
+
+
+# Checked again by every claim, in the claim's transaction: a long-poll that began before the runner was
+# revoked (or its token rotated) must not be handed an order after. On PostgreSQL the row is read FOR
+# SHARE, so a revocation committing meanwhile is waited for and seen, and a revocation that comes after
+# waits for this claim and then releases the order it took (SQLite serialises writers anyway).
+def _live_runner(*, with_token: bool) -> Any:
+    live = [runners.c.id == bindparam("p_runner_id"), runners.c.revoked_at.is_(None)]
+    if with_token:
+        live.append(runners.c.token_hash == bindparam("p_token_hash"))
+    return select(runners.c.id).where(*live).with_for_update(read=True)
+
+
+_LIVE_RUNNER = {with_token: _live_runner(with_token=with_token) for with_token in (False, True)}
+# None must bind as SQL NULL (not JSON `null`) so COALESCE keeps the stored list: a heartbeat without
+# capabilities once stored `null` and broke every runner listing.
+_NULL_AS_SQL_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def _is_uuid(value: str) -> bool:
@@ -119,6 +140,19 @@ def _guard(allowed: frozenset[OrderStatus], *, fenced: bool) -> list[Any]:
     ]
     if fenced:
         guard.append(orders.c.lease_token == bindparam("p_lease_token"))
+    else:
+        # Without a token the call can only mean the runner's first attempt at this order: once the
+        # same runner holds a newer attempt, a tokenless caller may be the zombie of the older one.
+        earlier_attempt = (
+            select(order_attempts.c.attempt)
+            .where(
+                order_attempts.c.order_id == orders.c.id,
+                order_attempts.c.runner_id == orders.c.runner_id,
+                order_attempts.c.attempt < orders.c.attempt,
+            )
+            .exists()
+        )
+        guard.append(~earlier_attempt)
     return guard
 
 
@@ -201,7 +235,7 @@ _RUNNER_HEARTBEAT = (
         version=func.coalesce(bindparam("p_version", type_=runners.c.version.type), runners.c.version),
         hostname=func.coalesce(bindparam("p_hostname", type_=runners.c.hostname.type), runners.c.hostname),
         capabilities=func.coalesce(
-            bindparam("p_capabilities", type_=runners.c.capabilities.type), runners.c.capabilities
+            bindparam("p_capabilities", type_=_NULL_AS_SQL_NULL), runners.c.capabilities
         ),
     )
     .returning(runners.c.last_heartbeat_at)
@@ -241,7 +275,9 @@ class Dispatcher:
                 row = (await own.execute(_AUTH, params)).first()
         if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
             raise Unauthorized("runner credentials are missing or invalid")
-        return RunnerIdentity(runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id)
+        return RunnerIdentity(
+            runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id, token_hash=row.token_hash
+        )
 
     @asynccontextmanager
     async def runner_call(
@@ -280,7 +316,7 @@ class Dispatcher:
                         "p_runner_id": identity.runner_id,
                         "p_version": version,
                         "p_hostname": hostname,
-                        "p_capabilities": capabilities,
+                        "p_capabilities": capabilities if isinstance(capabilities, list) else None,
                     },
                 )
             ).scalar_one()
@@ -291,6 +327,9 @@ class Dispatcher:
     async def claim_once(self, identity: RunnerIdentity, *, tx: Tx | None = None) -> dict[str, Any] | None:
         lease_token = str(uuid.uuid4())
         async with self._write(tx) as tx:
+            live = {"p_runner_id": identity.runner_id, "p_token_hash": identity.token_hash}
+            if (await tx.execute(_LIVE_RUNNER[identity.token_hash is not None], live)).first() is None:
+                raise Unauthorized("runner credentials are missing or invalid")  # revoked or rotated
             statement = _CLAIM_BY_RUNNER if identity.server_id is None else _CLAIM_BY_RUNNER_OR_SERVER
             params = {
                 "p_runner_id": identity.runner_id,

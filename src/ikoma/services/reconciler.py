@@ -110,6 +110,11 @@ class Reconciler:
             summary.presence_changes = await timeline.track_presence(tx, stale_after=self.stale_after)
             if self.scheduler is not None:
                 summary.scheduled = await self.scheduler.tick(tx)
+        await self.publish(summary)
+        return summary
+
+    async def publish(self, summary: TickSummary) -> None:
+        """After the commit: count the transitions and wake the runners waiting for requeued orders."""
         for status, ids in (
             (OrderStatus.QUEUED, summary.requeued + summary.retried),
             (OrderStatus.STALE, summary.stale),
@@ -121,7 +126,36 @@ class Reconciler:
         if summary.requeued or summary.retried:
             # a requeued order may be waited for by a long-polling runner right now
             await self._wake(summary.requeued + summary.retried)
-        return summary
+
+    async def release_runner(self, tx: Tx, runner_id: str, *, actor: str) -> TickSummary:
+        """The orders a revoked runner holds, in the caller's transaction: never lost, never run twice.
+
+        The same paths as a lost runner: a CLAIMED order (nothing ran) goes back to the queue; a RUNNING
+        one ends CANCELLED if a cancel was asked, else STALE, and is requeued while attempts remain.
+        Call `publish` with the summary once the transaction has committed.
+        """
+        summary = TickSummary()
+        mine = orders.c.runner_id == runner_id
+        while True:  # batches of BATCH rows: loop until the runner holds nothing
+            moved = summary.changed
+            await self._end_runs(
+                tx,
+                summary,
+                [orders.c.status == OrderStatus.RUNNING.value, mine],
+                Reason.RUNNER_REVOKED,
+                actor,
+                skip_locked=False,
+            )
+            await self._requeue_claims(
+                tx,
+                summary,
+                [orders.c.status == OrderStatus.CLAIMED.value, mine],
+                Reason.RUNNER_REVOKED,
+                actor,
+                skip_locked=False,
+            )
+            if summary.changed == moved:
+                return summary
 
     async def _sweep(self) -> None:
         """Retention, every `sweeper.interval`; its own transactions, so the tick's stays short."""
@@ -153,12 +187,23 @@ class Reconciler:
                 self.wakeups.notify(row.runner_id, row.server_id)
 
     async def _transition(
-        self, tx: Tx, where: list[Any], to: OrderStatus, reason: Reason, extra: dict[str, Any] | None = None
+        self,
+        tx: Tx,
+        where: list[Any],
+        to: OrderStatus,
+        reason: Reason,
+        extra: dict[str, Any] | None = None,
+        *,
+        skip_locked: bool = True,
     ) -> list[Any]:
-        """Apply one set-based guarded transition; returns the rows that moved (id, attempt, ...)."""
+        """Apply one set-based guarded transition; returns the rows that moved (id, attempt, ...).
+
+        The tick skips rows another transaction holds (the next tick sees them); a revocation waits for
+        them, so none of the runner's orders is left behind.
+        """
         candidates = select(orders.c.id).where(*where).limit(BATCH)
         if tx.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+            candidates = candidates.with_for_update(skip_locked=skip_locked)
         values: dict[str, Any] = {"status": to.value, "status_reason": reason.value, "updated_at": db_now()}
         if to in (OrderStatus.TIMEOUT, OrderStatus.STALE, OrderStatus.CANCELLED):
             values["finished_at"] = db_now()
@@ -192,26 +237,39 @@ class Reconciler:
     async def _end_lost_runs(self, tx: Tx, summary: TickSummary) -> None:
         silent = func.coalesce(orders.c.last_heartbeat_at, orders.c.started_at) < db_now(-self.stale_after)
         running = orders.c.status == OrderStatus.RUNNING.value
+        await self._end_runs(tx, summary, [running, silent], Reason.HEARTBEAT_LOST, ACTOR)
+
+    async def _end_runs(
+        self,
+        tx: Tx,
+        summary: TickSummary,
+        where: list[Any],
+        reason: Reason,
+        actor: str,
+        *,
+        skip_locked: bool = True,
+    ) -> None:
+        """RUNNING orders (`where`) whose runner is gone: CANCELLED or STALE, then requeued per policy."""
         # A cancel was requested and the runner is gone: the user's wish stands, nothing is re-run.
         cancelled = await self._transition(
             tx,
-            [running, silent, orders.c.cancel_requested.is_(True)],
+            [*where, orders.c.cancel_requested.is_(True)],
             OrderStatus.CANCELLED,
-            Reason.HEARTBEAT_LOST,
+            reason,
+            skip_locked=skip_locked,
         )
         await self._record(
-            tx, cancelled, OrderStatus.RUNNING, OrderStatus.CANCELLED, Reason.HEARTBEAT_LOST, close=True
+            tx, cancelled, OrderStatus.RUNNING, OrderStatus.CANCELLED, reason, close=True, actor=actor
         )
         summary.cancelled += [r.id for r in cancelled]
         stale = await self._transition(
             tx,
-            [running, silent, orders.c.cancel_requested.is_(False)],
+            [*where, orders.c.cancel_requested.is_(False)],
             OrderStatus.STALE,
-            Reason.HEARTBEAT_LOST,
+            reason,
+            skip_locked=skip_locked,
         )
-        await self._record(
-            tx, stale, OrderStatus.RUNNING, OrderStatus.STALE, Reason.HEARTBEAT_LOST, close=True
-        )
+        await self._record(tx, stale, OrderStatus.RUNNING, OrderStatus.STALE, reason, close=True, actor=actor)
         summary.stale += [r.id for r in stale]
         retry_events = []
         for row in stale:
@@ -241,7 +299,7 @@ class Reconciler:
                     OrderStatus.QUEUED,
                     Reason.RETRY,
                     attempt=row.attempt,
-                    actor=ACTOR,
+                    actor=actor,
                     details={"delaySeconds": delay, "executions": row.executions},
                 )
             )
@@ -249,22 +307,38 @@ class Reconciler:
         await history.record_events(tx, retry_events)
 
     async def _requeue_expired_claims(self, tx: Tx, summary: TickSummary) -> None:
+        expired = [orders.c.status == OrderStatus.CLAIMED.value, orders.c.lease_expires_at < db_now()]
+        await self._requeue_claims(tx, summary, expired, Reason.LEASE_EXPIRED, ACTOR)
+
+    async def _requeue_claims(
+        self,
+        tx: Tx,
+        summary: TickSummary,
+        where: list[Any],
+        reason: Reason,
+        actor: str,
+        *,
+        skip_locked: bool = True,
+    ) -> None:
         # Nothing ran yet (the runner never started), so requeueing is safe even for max_attempts=1.
         rows = await self._transition(
             tx,
-            [orders.c.status == OrderStatus.CLAIMED.value, orders.c.lease_expires_at < db_now()],
+            where,
             OrderStatus.QUEUED,
-            Reason.LEASE_EXPIRED,
+            reason,
             {"lease_token": None, "lease_expires_at": None},
+            skip_locked=skip_locked,
         )
+        # the attempt's outcome names why it ended: LEASE_EXPIRED, RUNNER_REVOKED
         await self._record(
             tx,
             rows,
             OrderStatus.CLAIMED,
             OrderStatus.QUEUED,
-            Reason.LEASE_EXPIRED,
+            reason,
             close=True,
-            outcome="LEASE_EXPIRED",
+            outcome=reason.upper(),
+            actor=actor,
         )
         summary.requeued += [r.id for r in rows]
 
@@ -278,6 +352,7 @@ class Reconciler:
         *,
         close: bool,
         outcome: str | None = None,
+        actor: str = ACTOR,
     ) -> None:
         if not rows:
             return
@@ -286,7 +361,7 @@ class Reconciler:
                 tx, [(r.id, r.attempt, outcome or to.value, reason.value) for r in rows]
             )
         await history.record_events(
-            tx, [history.event(r.id, from_status, to, reason, attempt=r.attempt, actor=ACTOR) for r in rows]
+            tx, [history.event(r.id, from_status, to, reason, attempt=r.attempt, actor=actor) for r in rows]
         )
 
 

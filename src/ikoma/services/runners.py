@@ -1,18 +1,26 @@
-"""Runners: registration (the token is shown once) and the list with attachment and liveness."""
+"""Runners: registration (the token is shown once), the list, and their lifecycle.
+
+A runner is found by its id or its name. Revoking one refuses its token at once (every runner call and
+every claim reads `revoked_at` in its own transaction, nothing is cached) and hands the orders it holds
+back to the queue, or ends them as the order lifecycle says, through the reconciler's own paths.
+Rotating replaces the token (shown once); deleting is for runners that never touched an order.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain import tokens
-from ikoma.domain.errors import Conflict
+from ikoma.domain.errors import Conflict, NotFound
+from ikoma.services import timeline
+from ikoma.services.reconciler import Reconciler, TickSummary
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
-from ikoma.storage.tables import runners, servers
+from ikoma.storage.tables import order_attempts, orders, runners, servers
 
 RUNNER_TOKEN_KIND = "ikr"  # noqa: S105 - a token prefix, not a secret
 
@@ -21,7 +29,9 @@ def _listing(stale_after: float) -> Any:
     online = case(
         (
             and_(
-                runners.c.last_heartbeat_at.is_not(None), runners.c.last_heartbeat_at >= db_now(-stale_after)
+                runners.c.revoked_at.is_(None),
+                runners.c.last_heartbeat_at.is_not(None),
+                runners.c.last_heartbeat_at >= db_now(-stale_after),
             ),
             True,
         ),
@@ -43,6 +53,35 @@ def _listing(stale_after: float) -> Any:
     )
 
 
+def _public(row: Any) -> dict[str, Any]:
+    """A runner as read; a value no write should leave (capabilities not a list) reads as empty."""
+    runner = dict(row)
+    if not isinstance(runner.get("capabilities"), list):
+        runner["capabilities"] = []
+    return runner
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+async def _find(tx: Tx, ref: str, stale_after: float) -> dict[str, Any]:
+    """The runner whose id, else whose name, is `ref`; 404 runner_not_found."""
+    listing = _listing(stale_after)
+    row = None
+    if _is_uuid(ref):
+        row = (await tx.execute(listing.where(runners.c.id == ref))).mappings().first()
+    if row is None:
+        row = (await tx.execute(listing.where(runners.c.name == ref))).mappings().first()
+    if row is None:
+        raise NotFound("no runner with this id or name", reason="runner_not_found", runner=ref[:200])
+    return _public(row)
+
+
 async def insert_runner(tx: Tx, *, name: str, stale_after: float) -> dict[str, Any]:
     """Create a runner inside the caller's transaction; the answer carries the token, shown this once."""
     token = tokens.issue(RUNNER_TOKEN_KIND)
@@ -56,7 +95,7 @@ async def insert_runner(tx: Tx, *, name: str, stale_after: float) -> dict[str, A
         )
     )
     row = (await tx.execute(_listing(stale_after).where(runners.c.id == runner_id))).mappings().one()
-    return {**row, "token": token.secret}
+    return {**_public(row), "token": token.secret}
 
 
 async def create_runner(db: Database, *, name: str, stale_after: float) -> dict[str, Any]:
@@ -69,7 +108,122 @@ async def create_runner(db: Database, *, name: str, stale_after: float) -> dict[
 
 async def list_runners(db: Database, *, stale_after: float) -> list[dict[str, Any]]:
     async with db.read() as tx:
-        return [dict(r) for r in (await tx.execute(_listing(stale_after))).mappings()]
+        return [_public(r) for r in (await tx.execute(_listing(stale_after))).mappings()]
+
+
+async def get_runner(db: Database, ref: str, *, stale_after: float) -> dict[str, Any]:
+    async with db.read() as tx:
+        return await _find(tx, ref, stale_after)
+
+
+async def revoke_runner(
+    db: Database, reconciler: Reconciler, ref: str, *, actor: str, stale_after: float
+) -> dict[str, Any]:
+    """Refuse the runner's token from now on and release the orders it holds.
+
+    Its CLAIMED orders go back to the queue (a new attempt); its RUNNING ones end STALE (CANCELLED if a
+    cancel was asked) and are requeued while attempts remain. Revoking again changes nothing.
+    """
+    async with db.write() as tx:
+        runner = await _find(tx, ref, stale_after)
+        runner_id = str(runner["id"])
+        # the row lock taken here orders this revocation against in-flight claims (see dispatch)
+        newly = (
+            await tx.execute(
+                update(runners)
+                .where(runners.c.id == runner_id, runners.c.revoked_at.is_(None))
+                .values(revoked_at=db_now(), revoked_by=actor)
+                .returning(runners.c.id)
+            )
+        ).first()
+        released = await reconciler.release_runner(tx, runner_id, actor=actor)
+        if newly is not None and runner["server_id"] is not None:
+            await timeline.add_event(
+                tx,
+                server_id=str(runner["server_id"]),
+                type="runner.revoked",
+                severity="warning",
+                message=f"runner {runner['name']} revoked",
+                actor=actor,
+                details={"runnerId": runner_id, **_released(released)},
+            )
+        runner = await _find(tx, runner_id, stale_after)
+    await reconciler.publish(released)
+    return {**runner, **_released(released)}
+
+
+def _released(summary: TickSummary) -> dict[str, list[str]]:
+    requeued = summary.requeued + summary.retried
+    ended = [o for o in summary.stale + summary.cancelled if o not in summary.retried]
+    return {"requeued_order_ids": [str(o) for o in requeued], "ended_order_ids": [str(o) for o in ended]}
+
+
+async def rotate_token(db: Database, ref: str, *, actor: str, stale_after: float) -> dict[str, Any]:
+    """A new token, shown this once; the old one is refused from the commit on. 409 if revoked."""
+    token = tokens.issue(RUNNER_TOKEN_KIND)
+    async with db.write() as tx:
+        runner = await _find(tx, ref, stale_after)
+        runner_id = str(runner["id"])
+        rotated = (
+            await tx.execute(
+                update(runners)
+                .where(runners.c.id == runner_id, runners.c.revoked_at.is_(None))
+                .values(token_hash=token.hash, token_prefix=token.prefix, token_rotated_at=db_now())
+                .returning(runners.c.id)
+            )
+        ).first()
+        if rotated is None:
+            raise Conflict(
+                "this runner is revoked: register a new runner instead",
+                reason="runner_revoked",
+                runnerId=runner_id,
+            )
+        if runner["server_id"] is not None:
+            await timeline.add_event(
+                tx,
+                server_id=str(runner["server_id"]),
+                type="runner.token_rotated",
+                severity="info",
+                message=f"runner {runner['name']} token rotated",
+                actor=actor,
+                details={"runnerId": runner_id},
+            )
+        runner = await _find(tx, runner_id, stale_after)
+    return {**runner, "token": token.secret}
+
+
+async def delete_runner(db: Database, ref: str, *, actor: str, stale_after: float) -> None:
+    """Delete a runner no order ever referred to; 409 runner_in_use otherwise (revoke it instead)."""
+    async with db.write() as tx:
+        runner = await _find(tx, ref, stale_after)
+        runner_id = str(runner["id"])
+        claimed = (
+            await tx.execute(select(func.count()).where(order_attempts.c.runner_id == runner_id))
+        ).scalar_one()
+        addressed = (
+            await tx.execute(select(func.count()).where(orders.c.runner_id == runner_id))
+        ).scalar_one()
+        if claimed or addressed:
+            raise Conflict(
+                f"runner {runner['name']} has claimed or been sent orders, and their history refers to"
+                " it: revoke it instead",
+                reason="runner_in_use",
+                runnerId=runner_id,
+                attempts=int(claimed),
+                orders=int(addressed),
+            )
+        if runner["server_id"] is not None:
+            await timeline.add_event(
+                tx,
+                server_id=str(runner["server_id"]),
+                type="runner.deleted",
+                severity="info",
+                message=f"runner {runner['name']} deleted",
+                actor=actor,
+                details={"runnerId": runner_id},
+            )
+        # the server it served is detached by the foreign key (ON DELETE SET NULL)
+        await tx.execute(delete(runners).where(runners.c.id == runner_id))
 
 
 async def count_online(db: Database, *, stale_after: float) -> int:

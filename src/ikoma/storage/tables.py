@@ -56,6 +56,8 @@ runners = Table(
     Column("capabilities", Json, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
     Column("revoked_at", Timestamp),
+    Column("revoked_by", String(100)),  # who revoked it: `admin` or `api_client:<id>`
+    Column("token_rotated_at", Timestamp),
 )
 
 servers = Table(
