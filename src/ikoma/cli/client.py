@@ -4,8 +4,12 @@ One method per admin route of docs/api.md. Every failure, whether the API answer
 never answered at all, surfaces as `ApiError` so commands have a single thing to report.
 """
 
-from collections.abc import Iterator, Mapping
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from types import TracebackType
 from typing import Annotated, Any, Self, cast
 from urllib.parse import quote
@@ -15,7 +19,9 @@ import typer
 
 JsonObject = dict[str, Any]
 
-DEFAULT_API_URL = "http://127.0.0.1:3000"
+# Empty means "not given": `resolve_api_url` then builds the URL from PORT, as `ikoma up` listens on it.
+DEFAULT_API_URL = ""
+DEFAULT_PORT = "3000"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # the admin key or an API client token; the API also reads `Authorization: Bearer` and x-ikoma-admin-key
 ADMIN_KEY_HEADER = "X-Api-Key"
@@ -26,7 +32,8 @@ ApiUrlOption = Annotated[
     typer.Option(
         "--api-url",
         envvar="IKOMA_API_URL",
-        help="Root URL of the IKOMA API (routes start with /v1/).",
+        help="Root URL of the IKOMA API (routes start with /v1/). Default: http://127.0.0.1:$PORT (3000).",
+        show_default=False,
         rich_help_panel="Connection",
     ),
 ]
@@ -113,9 +120,52 @@ class OrderFilters:
         return {name: value for name, value in query.items() if value is not None}
 
 
+def resolve_api_url(api_url: str | None = None) -> str:
+    """The API root: the given URL, else IKOMA_API_URL, else http://127.0.0.1:$PORT, like `ikoma up`."""
+    chosen = api_url or os.environ.get("IKOMA_API_URL") or ""
+    if chosen:
+        return chosen.rstrip("/")
+    return f"http://127.0.0.1:{os.environ.get('PORT') or DEFAULT_PORT}"
+
+
 def without_unset(**fields: Any) -> JsonObject:
     """Keep only the options the user gave, so the server applies its own defaults to the rest."""
     return {name: value for name, value in fields.items() if value is not None}
+
+
+# A short id: the first characters of a UUID, as tables print it (8 of them; 4 is the least accepted).
+SHORT_ID = re.compile(r"^[0-9a-f][0-9a-f-]{3,35}$")
+# Orders are too many to list: a short order id is looked up among the newest ones only.
+SHORT_ORDER_SEARCH = 2000
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How `AdminClient.resolve` finds one kind of object by what people type."""
+
+    noun: str
+    answer: str  # the field returned: "id", or "key" for playbooks
+    names: tuple[str, ...]  # fields matched exactly before any id prefix
+    candidates: Callable[["AdminClient"], Iterator[JsonObject]]
+
+
+REFERENCES: dict[str, Reference] = {
+    "server": Reference("server", "id", ("name",), lambda c: iter(c.list_servers())),
+    "runner": Reference("runner", "id", ("name",), lambda c: iter(c.list_runners())),
+    "playbook": Reference("playbook", "key", ("key", "name"), lambda c: iter(c.list_playbooks())),
+    "api-client": Reference("API client", "id", ("name",), lambda c: iter(c.list_api_clients())),
+    "order": Reference(
+        "order", "id", (), lambda c: islice(c.iter_orders(OrderFilters(), page_size=500), SHORT_ORDER_SEARCH)
+    ),
+}
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return len(text) == 36
 
 
 def _segment(value: str) -> str:
@@ -135,7 +185,7 @@ class AdminClient:
     ) -> None:
         if not admin_key:
             raise ApiError(0, "missing_admin_key", "pass --admin-key or set IKOMA_ADMIN_KEY")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = resolve_api_url(base_url)
         self._http = httpx.Client(
             base_url=self.base_url, headers={ADMIN_KEY_HEADER: admin_key}, timeout=timeout
         )
@@ -185,6 +235,20 @@ class AdminClient:
     def create_runner(self, name: str) -> JsonObject:
         """The answer carries `token`: the only time the API ever shows it."""
         return self._object("POST", "/v1/runners", json={"name": name})
+
+    def get_runner(self, runner: str) -> JsonObject:
+        """`runner` is an id or a name."""
+        return self._object("GET", f"/v1/runners/{_segment(runner)}")
+
+    def revoke_runner(self, runner: str) -> JsonObject:
+        return self._object("POST", f"/v1/runners/{_segment(runner)}/revoke")
+
+    def rotate_runner_token(self, runner: str) -> JsonObject:
+        """The answer carries the new `token`, shown this once."""
+        return self._object("POST", f"/v1/runners/{_segment(runner)}/rotate-token")
+
+    def delete_runner(self, runner: str) -> None:
+        self._request("DELETE", f"/v1/runners/{_segment(runner)}")
 
     # Playbooks
 
@@ -336,6 +400,46 @@ class AdminClient:
 
     def rebuild_state(self, server_id: str | None = None) -> JsonObject:
         return self._object("POST", "/v1/state/rebuild", json=without_unset(serverId=server_id))
+
+    # Names, keys and short ids
+
+    def resolve(self, kind: str, ref: str) -> str:
+        """The id (a playbook's key) of the `kind` object people named `ref`.
+
+        `ref` may be the full id, a name (a playbook's key or name), or the first characters of an id
+        as tables print them. A full id or a dotted playbook key is passed on as is, without a lookup:
+        the API's answer to the request itself says when it does not exist.
+        """
+        how = REFERENCES[kind]
+        if how.answer == "id" and _is_uuid(ref):
+            return ref.lower()
+        if kind == "playbook" and "." in ref:
+            return ref
+        lowered = ref.lower()
+        by_prefix: list[JsonObject] = []
+        searched = how.candidates(self) if how.names or SHORT_ID.match(lowered) else iter(())
+        for candidate in searched:
+            if any(candidate.get(field) == ref for field in how.names):
+                return str(candidate[how.answer])
+            if SHORT_ID.match(lowered) and str(candidate.get("id", "")).startswith(lowered):
+                by_prefix.append(candidate)
+        if len(by_prefix) == 1:
+            return str(by_prefix[0][how.answer])
+        if by_prefix:
+            found = ", ".join(str(c["id"]) for c in by_prefix[:5])
+            raise ApiError(
+                0,
+                "ambiguous_reference",
+                f"{ref!r} starts the ids of {len(by_prefix)} {how.noun}s ({found}); give more characters",
+            )
+        if kind == "order":
+            message = (
+                f"no order id starts with {ref!r} among the newest {SHORT_ORDER_SEARCH}: give the full id"
+            )
+        else:
+            fields = " or ".join(how.names)
+            message = f"no {how.noun} with {fields} {ref!r}, and no {how.noun} id starts with it"
+        raise ApiError(404, f"{how.noun.replace(' ', '_').lower()}_not_found", message)
 
     # Transport
 
