@@ -4,6 +4,10 @@ Per completion: a snapshot (every playbook), the machine state folded forward, h
 a metrics point (system.metrics), important messages, timeline entries for state changes worth
 noticing, a rendered report and the raw log as an artifact. All of it commits with the completion or
 not at all; only the artifact's file is written before the commit (see services/artifacts.py).
+
+An order that failed because its request was wrong (`domain.tool_errors`: a mistyped app, a backup name
+taken) says nothing about the machine: it gets its report and raw log, and no snapshot, state change or
+important message, so a caller's typo never turns a server red.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy import bindparam, insert, select
 
 from ikoma.domain.important import messages_from
 from ikoma.domain.machine_state import SCHEMA_VERSION, apply, extract, notices
+from ikoma.domain.tool_errors import caller_error
 from ikoma.services import messages, reports, state, timeline
 from ikoma.services.artifacts import Artifacts
 from ikoma.storage.database import Tx
@@ -32,6 +37,9 @@ class Ingestor:
     async def ingest(self, tx: Tx, order: dict[str, Any]) -> dict[str, Any]:
         """Derive everything from the completed `order` row (its status is the runner's outcome)."""
         server_id = str(order["server_id"])
+        if caller_error(order["status"], order.get("report")) is not None:
+            # the request was wrong, not the machine: no snapshot, state or message (see domain.tool_errors)
+            return await self._report(tx, order, server_id, important=[], snapshot_id=None)
         before = await state.lock(tx, server_id)  # serializes this server's completions (see state.lock)
         found = extract(order["playbook_key"], order["status"], order.get("report"))
         snap_row = (
@@ -67,13 +75,25 @@ class Ingestor:
                 actor=ACTOR,
                 order_id=str(order["id"]),
             )
+        return await self._report(tx, order, server_id, important=found.important, snapshot_id=snap.id)
+
+    async def _report(
+        self,
+        tx: Tx,
+        order: dict[str, Any],
+        server_id: str,
+        *,
+        important: list[dict[str, Any]],
+        snapshot_id: int | None,
+    ) -> dict[str, Any]:
+        """The rendered report and the raw log, which every completion gets."""
         artifact = await self.artifacts.record_raw_log(tx, order)
         server_name = (await tx.execute(_SERVER_NAME, {"p_server_id": server_id})).scalar_one()
         report = await reports.record(
-            tx, order, server_name=server_name, important=found.important, artifact=artifact
+            tx, order, server_name=server_name, important=important, artifact=artifact
         )
         return {
-            "snapshotId": snap.id,
+            "snapshotId": snapshot_id,
             "reportId": report["id"],
             "artifactId": artifact["id"] if artifact else None,
         }
