@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP) ## start IKOMA on http://127.0.0.1:3000 (SQLite in ./data unless DATABASE_URL is set)
+# `make run &` works once installed: `ikoma up` reads no input, and prints a `ready:` line when serving.
+run: $(STAMP) ## start IKOMA on http://127.0.0.1:$PORT (3000; SQLite in ./data unless DATABASE_URL is set)
 	$(BIN)/ikoma up
 
 # e2e tests mostly wait on the processes they start: 4 workers keep two cores busy (TEST_WORKERS=0: serial)
@@ -36,8 +37,9 @@ bench: $(STAMP) ## dispatch benchmark: prints JSON figures for SQLite and Postgr
 bench-ping: $(STAMP) ## create→SUCCEEDED latency of 200 pings through `ikoma up`'s local runner (JSON)
 	@$(BIN)/python bench/ping.py
 
+# the server at API_URL, else IKOMA_API_URL, else http://127.0.0.1:$PORT (as `ikoma up` and the CLI)
 smoke: ## walk Playbook → Server → Runner → Order → Claim → Start → Complete against a running server
-	API_URL=$${API_URL:-http://localhost:3000/v1} bash scripts/smoke.sh
+	bash scripts/smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

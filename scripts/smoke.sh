@@ -4,14 +4,19 @@
 # and checks every HTTP status and the key fields of every answer (contract: docs/api.md).
 #
 # Usage:
-#   API_URL="http://localhost:3000/v1" IKOMA_ADMIN_KEY="the-admin-key" bash ./scripts/smoke.sh
+#   IKOMA_ADMIN_KEY="the-admin-key" bash ./scripts/smoke.sh
+#   The API is API_URL (ending in /v1), else IKOMA_API_URL + /v1, else http://127.0.0.1:$PORT/v1
+#   (PORT defaults to 3000), the address `ikoma up` and the `ikoma` commands use.
 #
 # Needs only curl and python3 (python3 parses the JSON answers). Writes no files.
+# Leaves nothing behind that looks like part of the fleet: on every exit path it revokes its runner and
+# deletes its server (after cancelling any order still pending on it); its orders stay as history, and
+# its playbook is one fixed key, smoke.ping, replaced at each run.
 # Exit status 0 when every check passed; otherwise 1 with the failing step, what was expected,
 # what came back and the response body on stderr.
 set -euo pipefail
 
-API_URL="${API_URL:-http://localhost:3000/v1}"
+API_URL="${API_URL:-${IKOMA_API_URL:-http://127.0.0.1:${PORT:-3000}}/v1}"
 API_URL="${API_URL%/}"
 if [[ -z "${IKOMA_ADMIN_KEY:-}" ]]; then
   echo "smoke: IKOMA_ADMIN_KEY is not set; export the admin key the server was started with" >&2
@@ -106,15 +111,44 @@ expect_present() { # expect_present EXPR  (non-empty string)
   fi
 }
 
-SUFFIX="$(date +%s)_${RANDOM}${RANDOM}"
-PLAYBOOK_KEY="smoke.ping_${SUFFIX}"
+SUFFIX="$(printf %04x%04x "$RANDOM" "$RANDOM")"
+# one fixed key, replaced at each run: orders refer to their playbook, so it cannot be deleted after
+PLAYBOOK_KEY="smoke.ping"
 SERVER_NAME="smoke-${SUFFIX}"
 RUNNER_NAME="smoke-runner-${SUFFIX}"
+SERVER_ID=""
+RUNNER_ID=""
+CLEANED=""
+
+# quiet: curl without the checks, for the cleanup that runs on every exit path
+quiet() { # quiet METHOD PATH [JSON_BODY]
+  curl -sS -o /dev/null -X "$1" --max-time 30 -H 'content-type: application/json' \
+    ${3:+--data-binary "$3"} "${ADMIN[@]}" "${API_URL}$2" >/dev/null 2>&1 || true
+}
+
+# Best effort, on any exit (a failed check included): a smoke run must not leave a server whose
+# runner never answers, nor orders queued for it, in the fleet. The success path does the same
+# with every answer checked, then sets CLEANED.
+cleanup() {
+  [[ -z "$CLEANED" ]] || return 0
+  CLEANED="yes"
+  if [[ -n "$SERVER_ID" ]]; then
+    local pending
+    BODY=$(curl -sS --max-time 30 "${ADMIN[@]}" "${API_URL}/orders?serverId=${SERVER_ID}&limit=500" 2>/dev/null || true)
+    pending=$(jget '" ".join(o["id"] for o in d["items"] if o["status"] in ("QUEUED", "CLAIMED", "RUNNING"))')
+    for order in $pending; do
+      [[ "$order" == \<* ]] || quiet POST "/orders/${order}/cancel" '{"reason":"smoke cleanup"}'
+    done
+  fi
+  [[ -z "$RUNNER_ID" ]] || quiet POST "/runners/${RUNNER_ID}/revoke"
+  [[ -z "$SERVER_ID" ]] || quiet DELETE "/servers/${SERVER_ID}"
+}
+trap cleanup EXIT
 
 # --- playbooks --------------------------------------------------------------------------------
-STEP="create-playbook"
-call POST /playbooks "{\"key\":\"${PLAYBOOK_KEY}\",\"name\":\"Smoke ping ${SUFFIX}\",\"description\":\"created by scripts/smoke.sh\",\"minRole\":\"operator\",\"defaultTimeoutSeconds\":60,\"maxAttempts\":1}" "${ADMIN[@]}"
-expect_status 201
+STEP="apply-playbook"
+call PUT "/playbooks/${PLAYBOOK_KEY}" "{\"key\":\"${PLAYBOOK_KEY}\",\"name\":\"Smoke ping\",\"description\":\"created by scripts/smoke.sh\",\"minRole\":\"operator\",\"defaultTimeoutSeconds\":60,\"maxAttempts\":1}" "${ADMIN[@]}"
+expect_status 200
 expect_field 'd["key"]' "$PLAYBOOK_KEY"
 expect_present 'd["id"]'
 expect_field 'd["builtin"]' false
@@ -136,6 +170,18 @@ expect_field 'd["port"]' 22
 expect_field 'd["runnerId"]' null
 expect_present 'd["id"]'
 SERVER_ID=$(jget 'd["id"]')
+ok
+
+# `ikoma up` gives every server with a runner collection schedules; their orders would be claimed
+# before the smoke's own. Disabled rows keep the defaults from being created for this server.
+STEP="disable-schedules"
+SCHEDULES=""
+for key in system.metrics apt.analyze system.facts docker.status; do
+  SCHEDULES+="${SCHEDULES:+,}{\"playbookKey\":\"${key}\",\"intervalSeconds\":86400,\"enabled\":false}"
+done
+call PUT "/servers/${SERVER_ID}/schedules" "{\"schedules\":[${SCHEDULES}]}" "${ADMIN[@]}"
+expect_status 200
+expect_field '[s["enabled"] for s in d]' '[false, false, false, false]'
 ok
 
 STEP="create-runner"
@@ -279,6 +325,28 @@ expect_status 200
 expect_field '[e["toStatus"] for e in d]' '["QUEUED", "CLAIMED", "RUNNING", "SUCCEEDED"]'
 expect_field '[e["fromStatus"] for e in d][1:]' '["QUEUED", "CLAIMED", "RUNNING"]'
 expect_field 'all(e["orderId"] == a[0] for e in d)' true "$ORDER_ID"
+ok
+
+# --- cleanup: nothing of the smoke stays in the fleet -------------------------------------------
+STEP="revoke-runner"
+call POST "/runners/${RUNNER_ID}/revoke" "" "${ADMIN[@]}"
+expect_status 200
+expect_present 'd["revokedAt"]'
+ok
+
+STEP="delete-server"
+call DELETE "/servers/${SERVER_ID}" "" "${ADMIN[@]}"
+expect_status 204
+ok
+
+STEP="server-gone"
+call GET /servers "" "${ADMIN[@]}"
+expect_status 200
+expect_field 'a[0] in [s["id"] for s in d]' false "$SERVER_ID"
+call GET /fleet/summary "" "${ADMIN[@]}"
+expect_status 200
+expect_field 'a[0] in [i.get("serverId") for i in d.get("items", [])]' false "$SERVER_ID"
+CLEANED="yes"
 ok
 
 echo "smoke: all ${CHECKS} checks passed"

@@ -1,13 +1,16 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""The root, liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
+import structlog
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from ikoma import __version__
 from ikoma.api.deps import Ctx
@@ -15,6 +18,16 @@ from ikoma.api.errors import json_response
 from ikoma.services import orders, runners
 
 router = APIRouter()
+log = structlog.get_logger("ikoma.server")
+
+READY_POLL_SECONDS = 0.1
+READY_PATIENCE_SECONDS = 60.0
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> Response:
+    """A browser opening the bare address lands on the API documentation (there is no console yet)."""
+    return RedirectResponse("/docs", status_code=307)
 
 
 @router.get("/health")
@@ -51,3 +64,27 @@ async def metrics(ctx: Ctx) -> Response:
     online = await runners.count_online(ctx.db, stale_after=ctx.settings.stale_after)
     ctx.metrics.set_snapshot(by_status, online)
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def announce_when_ready(url: str, line: str, *, patience: float = READY_PATIENCE_SECONDS) -> bool:
+    """Print `line` once `<url>/readyz` answers 200 from outside, i.e. once the server really listens.
+
+    Uvicorn binds its socket only after the lifespan's start-up, so the start-up itself cannot say so;
+    this runs beside it. Past `patience` it logs why instead and returns False.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    last = "no answer yet"
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while loop.time() < deadline:
+            try:
+                response = await client.get(f"{url}/readyz")
+                if response.status_code == 200:
+                    print(line, flush=True)
+                    return True
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(READY_POLL_SECONDS)
+    log.warning("not ready", url=f"{url}/readyz", waited_seconds=patience, last=last)
+    return False

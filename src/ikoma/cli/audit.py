@@ -9,7 +9,7 @@ import typer
 
 from ikoma.cli import output
 from ikoma.cli.client import DEFAULT_API_URL, AdminClient, AdminKeyOption, ApiUrlOption, JsonObject
-from ikoma.cli.output import Column, JsonOption
+from ikoma.cli.output import Column, JsonOption, WideOption
 
 app = typer.Typer(help="The audit log: who did what, allowed or refused, and whether it was tampered with.")
 
@@ -44,6 +44,7 @@ def list_entries(
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Audit entries, newest first (admin key). --json prints {"items", "nextCursor"}."""
     filters: dict[str, str | int | None] = {
@@ -66,7 +67,7 @@ def list_entries(
         output.print_json(page)
         return
     rows = [{**item, "actor": f"{item['actorKind']}:{item['actorId'] or '-'}"} for item in items]
-    output.show_list(rows, COLUMNS, as_json=False, empty="no audit entries")
+    output.show_list(rows, COLUMNS, as_json=False, empty="no audit entries", wide=wide)
     if page["nextCursor"]:
         output.notice(f"more entries: add --all, or --cursor {page['nextCursor']}")
 
@@ -78,15 +79,11 @@ def verify() -> None:
     Runs on the database directly, like `ikoma db check`: a verifier that asked the API would trust
     the very process whose records it checks.
     """
+    from ikoma.cli.database import settings_for_reading
     from ikoma.services import audit
-    from ikoma.settings import SettingsError, load_settings
     from ikoma.storage.database import Database
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+    settings = settings_for_reading("verify the audit log")
 
     async def run() -> audit.VerifyReport:
         db = Database(settings.resolved_database_url)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ikoma import __version__
-from ikoma.cli import api_clients, orders, playbooks, runners, servers
+from ikoma.cli import api_clients, database, orders, playbooks, readiness, runners, servers
 from ikoma.cli import audit as audit_cli
 from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
@@ -31,6 +31,7 @@ app.add_typer(state_cli.app, name="state")
 app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
 app.command("mcp")(mcp_stdio.mcp)
+app.command("wait")(readiness.wait)
 
 
 def _settings() -> Settings:
@@ -114,7 +115,8 @@ def db_check() -> None:
     """Verify the database against the migration files (checksums, both ways) and the models."""
     from ikoma.storage import migrate
 
-    report = asyncio.run(migrate.check(_settings().resolved_database_url))
+    settings = database.settings_for_reading("check the database")
+    report = asyncio.run(migrate.check(settings.resolved_database_url))
     if report.ok:
         typer.echo(
             f"ok: database at {report.current}, migration files match the history, models match the schema"

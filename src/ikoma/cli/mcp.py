@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ikoma.cli.client import DEFAULT_API_URL, ApiUrlOption
+from ikoma.cli.client import DEFAULT_API_URL, ApiUrlOption, resolve_api_url
 
 # show_default stays off so the key never lands in --help output.
 ApiKeyOption = Annotated[
@@ -54,4 +54,4 @@ def mcp(
     from ikoma.cli.mcp_proxy import serve_stdio
 
     logs.configure(log_level)
-    anyio.run(serve_stdio, api_url, api_key, role)
+    anyio.run(serve_stdio, resolve_api_url(api_url), api_key, role)

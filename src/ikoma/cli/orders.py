@@ -18,7 +18,7 @@ from ikoma.cli.client import (
     JsonObject,
     OrderFilters,
 )
-from ikoma.cli.output import Column, JsonOption
+from ikoma.cli.output import Column, JsonOption, WideOption
 from ikoma.domain.lifecycle import TERMINAL, OrderStatus
 
 app = typer.Typer(help="Create orders (a playbook run on a server) and follow them.", no_args_is_help=True)
@@ -37,7 +37,7 @@ COLUMNS: list[Column] = [
     ("id", "ID"),
     ("status", "STATUS"),
     ("playbookKey", "PLAYBOOK"),
-    ("serverId", "SERVER"),
+    ("serverName", "SERVER"),
     ("attempt", "ATTEMPT"),
     ("createdAt", "CREATED"),
     ("statusReason", "REASON"),
@@ -66,7 +66,9 @@ EVENT_COLUMNS: list[Column] = [
     ("actor", "ACTOR"),
 ]
 
-OrderIdArg = Annotated[str, typer.Argument(help="Order id (UUID).", show_default=False)]
+OrderIdArg = Annotated[
+    str, typer.Argument(help="Order id, or its first characters as tables show them.", show_default=False)
+]
 
 
 def parse_param_value(text: str) -> Any:
@@ -142,9 +144,9 @@ def show_order_detail(order: JsonObject) -> None:
 @app.command("list")
 def list_orders(
     status: Annotated[OrderStatus | None, typer.Option("--status", case_sensitive=False)] = None,
-    server_id: Annotated[str | None, typer.Option("--server", help="Server id.")] = None,
-    runner_id: Annotated[str | None, typer.Option("--runner", help="Runner id.")] = None,
-    playbook_key: Annotated[str | None, typer.Option("--playbook", help="Playbook key.")] = None,
+    server: Annotated[str | None, typer.Option("--server", help="Server name or id.")] = None,
+    runner: Annotated[str | None, typer.Option("--runner", help="Runner name or id.")] = None,
+    playbook: Annotated[str | None, typer.Option("--playbook", help="Playbook key.")] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, max=500, help="Orders per page (API default 50).")
     ] = None,
@@ -153,19 +155,28 @@ def list_orders(
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """List orders, newest first. --json prints {"items", "nextCursor"}."""
-    filters = OrderFilters(status=status, server_id=server_id, runner_id=runner_id, playbook_key=playbook_key)
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        filters = OrderFilters(
+            status=status,
+            server_id=client.resolve("server", server) if server else None,
+            runner_id=client.resolve("runner", runner) if runner else None,
+            playbook_key=client.resolve("playbook", playbook) if playbook else None,
+        )
         page: JsonObject
         if all_pages:
             page = {"items": list(client.iter_orders(filters, cursor, page_size=limit)), "nextCursor": None}
         else:
             page = client.list_orders(filters, cursor=cursor, limit=limit)
+        names = {} if as_json else {str(s["id"]): str(s["name"]) for s in client.list_servers()}
     if as_json:
         output.print_json(page)
         return
-    output.show_list(page["items"], COLUMNS, as_json=False, empty="no orders")
+    # a deleted server is no longer listed: its orders show its (short) id instead of its name
+    rows = [{**item, "serverName": names.get(item["serverId"], item["serverId"])} for item in page["items"]]
+    output.show_list(rows, COLUMNS, as_json=False, empty="no orders", wide=wide)
     if page.get("nextCursor"):
         output.notice(f"more orders: add --all, or --cursor {page['nextCursor']}")
 
@@ -179,7 +190,7 @@ def show_order(
 ) -> None:
     """Show an order with its attempts and report."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        order = client.get_order(order_id)
+        order = client.get_order(client.resolve("order", order_id))
     if as_json:
         output.print_json(order)
     else:
@@ -195,7 +206,8 @@ def order_events(
 ) -> None:
     """Show the status transitions of an order, oldest first."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_list(client.order_events(order_id), EVENT_COLUMNS, as_json=as_json, empty="no events")
+        events = client.order_events(client.resolve("order", order_id))
+    output.show_list(events, EVENT_COLUMNS, as_json=as_json, empty="no events")
 
 
 @app.command("logs")
@@ -210,6 +222,7 @@ def order_logs(
     """Print an order's log as the runner streamed it (stderr lines go to stderr)."""
     after_seq = -1
     with output.api_errors(False), AdminClient(api_url, admin_key) as client:
+        order_id = client.resolve("order", order_id)
         while True:
             page = client.order_logs(
                 order_id, after_seq=after_seq, wait=LOG_FOLLOW_WAIT_SECONDS if follow else 0
@@ -231,13 +244,13 @@ def cancel_order(
 ) -> None:
     """Cancel an order: at once if not started yet, else the runner is asked to stop."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_object(client.cancel_order(order_id, reason), as_json=as_json)
+        output.show_object(client.cancel_order(client.resolve("order", order_id), reason), as_json=as_json)
 
 
 @app.command("create")
 def create_order(
-    server_id: Annotated[str, typer.Option("--server", help="Server id to run on.")],
-    playbook_key: Annotated[str, typer.Option("--playbook", help="Playbook key to run.")],
+    server: Annotated[str, typer.Option("--server", help="Server (name or id) to run on.")],
+    playbook: Annotated[str, typer.Option("--playbook", help="Playbook key to run.")],
     param: Annotated[
         list[str] | None,
         typer.Option("--param", metavar="KEY=VALUE", help="Param; VALUE is read as JSON when it parses."),
@@ -264,12 +277,13 @@ def create_order(
     """
     if timeout is not None and not wait:
         raise typer.BadParameter("only bounds --wait; add --wait", param_hint="--timeout")
-    fields = {
-        "serverId": server_id,
-        "playbookKey": playbook_key,
-        "params": parse_params(param or [], params_json),
-    }
+    params = parse_params(param or [], params_json)
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        fields = {
+            "serverId": client.resolve("server", server),
+            "playbookKey": client.resolve("playbook", playbook),
+            "params": params,
+        }
         created = client.create_order(fields, idempotency_key=idempotency_key)
         if not wait:
             output.show_object(created if as_json else created["order"], as_json=as_json)

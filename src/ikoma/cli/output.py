@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.status import Status
 from rich.table import Table
@@ -15,6 +17,9 @@ from rich.text import Text
 from ikoma.cli.client import ApiError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print raw JSON instead of tables.")]
+WideOption = Annotated[
+    bool, typer.Option("--wide", "-w", help="Full ids and timestamps in tables (default: ids cut to 8).")
+]
 
 # (field of the API object, column header)
 Column = tuple[str, str]
@@ -22,6 +27,16 @@ Column = tuple[str, str]
 
 # Width for tables written to a pipe or file: wide enough that ids never fold, so grep and cut work.
 PIPE_WIDTH = 250
+# Tables print ids as their first 8 characters (every command takes them back) and times to the second.
+SHORT_ID_LENGTH = 8
+UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+COLUMN_GAP = 2
+FREE_TEXT_MIN = 10
+# Columns kept whole (never folded) when the width allows: short values first (ids, times, states,
+# counts), then names people read and copy. Free text (reasons, labels) takes what is left.
+SHORT_WIDTH = 12
+NAME_FIELDS = frozenset({"name", "key", "serverName", "runnerName", "playbookKey", "hostname"})
 
 
 def _stdout() -> Console:
@@ -49,6 +64,26 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def table_cell(value: Any, *, wide: bool = False) -> str:
+    """`format_cell`, with ids cut to 8 characters and times to the second unless `wide`."""
+    if not wide and isinstance(value, str):
+        if UUID_TEXT.match(value):
+            return value[:SHORT_ID_LENGTH]
+        time = ISO_TIME.match(value)
+        if time:
+            return f"{time.group(1)} {time.group(2)}"
+    return format_cell(value)
+
+
+def _rank(field: str, width: int, wide: bool) -> int:
+    """0: short (ids, times, states, counts), 1: a name (or a full id), 2: free text, folded first."""
+    if field == "id" or field.endswith(("Id", "At")):
+        return 1 if wide else 0
+    if width <= SHORT_WIDTH:
+        return 0
+    return 1 if field in NAME_FIELDS else 2
+
+
 def _inner(value: Any) -> str:
     # Inside params or details the JSON type matters (3 vs "3", true vs "yes"): keep JSON spelling.
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
@@ -60,23 +95,51 @@ def print_json(data: Any) -> None:
 
 
 def show_list(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], *, as_json: bool, empty: str
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    *,
+    as_json: bool,
+    empty: str,
+    wide: bool = False,
 ) -> None:
-    """Print rows as a table of the chosen columns, or all of them as JSON."""
+    """Print rows as a table of the chosen columns (ids cut to 8 unless `wide`), or all as JSON."""
     if as_json:
         print_json(list(rows))
         return
     if not rows:
         show_absent(empty)
         return
-    table = Table()
-    for _, header in columns:
-        # fold, not ellipsis: an id cut short is worse than an id on two lines.
-        table.add_column(header, overflow="fold")
-    for row in rows:
+    console = _stdout()
+    cells = [[table_cell(row.get(field), wide=wide) for field, _ in columns] for row in rows]
+    natural = [
+        max(cell_len(header), *(cell_len(line[index]) for line in cells))
+        for index, (_, header) in enumerate(columns)
+    ]
+    ranks = [_rank(field, width, wide) for (field, _), width in zip(columns, natural, strict=True)]
+    keep = _kept_whole(natural, ranks, console.width)
+    # No borders: the gap between columns leaves the width to the values, and each row stays one
+    # line that grep and cut can work on.
+    table = Table(box=None, padding=(0, COLUMN_GAP // 2), pad_edge=False, header_style="bold")
+    for (_, header), width, rank in zip(columns, natural, ranks, strict=True):
+        if rank <= keep:
+            table.add_column(header, width=width, no_wrap=True)
+        else:
+            # fold, never an ellipsis: a value cut short misleads, one on two lines does not
+            table.add_column(header, overflow="fold")
+    for line in cells:
         # Text() so values like "[prod]" are shown as typed instead of read as Rich markup.
-        table.add_row(*(Text(format_cell(row.get(field))) for field, _ in columns))
-    _stdout().print(table)
+        table.add_row(*(Text(cell) for cell in line))
+    console.print(table)
+
+
+def _kept_whole(natural: Sequence[int], ranks: Sequence[int], width: int) -> int:
+    """The highest rank whose columns all stay whole, leaving FREE_TEXT_MIN to each other column."""
+    for keep in (1, 0):
+        fixed = sum(w for w, rank in zip(natural, ranks, strict=True) if rank <= keep)
+        others = sum(1 for rank in ranks if rank > keep)
+        if fixed + COLUMN_GAP * (len(ranks) - 1) + FREE_TEXT_MIN * others <= width:
+            return keep
+    return -1
 
 
 def show_object(obj: Mapping[str, Any], *, as_json: bool, skip: Sequence[str] = ()) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from ikoma.cli import output
 from ikoma.cli.client import DEFAULT_API_URL, AdminClient, AdminKeyOption, ApiUrlOption, without_unset
-from ikoma.cli.output import Column, JsonOption
+from ikoma.cli.output import Column, JsonOption, WideOption
 
 app = typer.Typer(help="Manage playbooks: the actions orders can run.", no_args_is_help=True)
 
@@ -46,11 +46,15 @@ def read_params_schema(path: Path) -> dict[str, Any]:
 
 @app.command("list")
 def list_playbooks(
-    api_url: ApiUrlOption = DEFAULT_API_URL, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """List every playbook, built-in ones included."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_list(client.list_playbooks(), COLUMNS, as_json=as_json, empty="no playbooks")
+        found = client.list_playbooks()
+    output.show_list(found, COLUMNS, as_json=as_json, empty="no playbooks", wide=wide)
 
 
 @app.command("create")

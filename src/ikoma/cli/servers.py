@@ -1,8 +1,7 @@
 """`ikoma servers`: register, inspect and change the machines IKOMA manages."""
 
-import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,11 +11,10 @@ from ikoma.cli.client import (
     DEFAULT_API_URL,
     AdminClient,
     AdminKeyOption,
-    ApiError,
     ApiUrlOption,
     without_unset,
 )
-from ikoma.cli.output import Column, JsonOption
+from ikoma.cli.output import Column, JsonOption, WideOption
 
 app = typer.Typer(help="Manage servers: the machines playbooks run on.", no_args_is_help=True)
 
@@ -30,7 +28,9 @@ COLUMNS: list[Column] = [
     ("labels", "LABELS"),
 ]
 
-ServerIdArg = Annotated[str, typer.Argument(help="Server id (UUID).", show_default=False)]
+ServerArg = Annotated[
+    str, typer.Argument(help="Server name, id, or the id's first characters.", show_default=False)
+]
 PortOption = Annotated[
     int | None, typer.Option("--port", min=1, max=65535, help="SSH port (API default 22).")
 ]
@@ -56,11 +56,15 @@ def parse_labels(pairs: Sequence[str]) -> dict[str, str]:
 
 @app.command("list")
 def list_servers(
-    api_url: ApiUrlOption = DEFAULT_API_URL, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """List every server with its attached runner."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_list(client.list_servers(), COLUMNS, as_json=as_json, empty="no servers")
+        found = client.list_servers()
+    output.show_list(found, COLUMNS, as_json=as_json, empty="no servers", wide=wide)
 
 
 @app.command("create")
@@ -88,7 +92,7 @@ def create_server(
 
 @app.command("show")
 def show_server(
-    server: Annotated[str, typer.Argument(help="Server name or id.", show_default=False)],
+    server: ServerArg,
     timeline: Annotated[int, typer.Option("--timeline", min=0, max=200, help="Timeline entries shown.")] = 10,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
@@ -96,7 +100,7 @@ def show_server(
 ) -> None:
     """One server at a glance: up?, updates, reboot, docker, metrics, hardware, messages, timeline."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        found = resolve_server(client, server)
+        found = client.get_server(client.resolve("server", server))
         server_id = str(found["id"])
         state = client.server_state(server_id)
         hardware = client.server_hardware(server_id)
@@ -116,21 +120,9 @@ def show_server(
     Console(highlight=False).print(state_view.render(found, state, hardware, fresh, entries))
 
 
-def resolve_server(client: AdminClient, name_or_id: str) -> dict[str, Any]:
-    """A server by id, or by its (unique) name."""
-    try:
-        uuid.UUID(name_or_id)
-    except ValueError:
-        for candidate in client.list_servers():
-            if candidate.get("name") == name_or_id:
-                return candidate
-        raise ApiError(404, "server_not_found", f"no server named {name_or_id!r}") from None
-    return client.get_server(name_or_id)
-
-
 @app.command("update")
 def update_server(
-    server_id: ServerIdArg,
+    server: ServerArg,
     name: Annotated[str | None, typer.Option("--name", help="New unique name.")] = None,
     hostname: Annotated[str | None, typer.Option("--hostname", help="New host name or address.")] = None,
     port: PortOption = None,
@@ -156,18 +148,19 @@ def update_server(
     if not fields:
         raise typer.BadParameter("give at least one field to change (see --help)")
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_object(client.update_server(server_id, fields), as_json=as_json)
+        output.show_object(client.update_server(client.resolve("server", server), fields), as_json=as_json)
 
 
 @app.command("delete")
 def delete_server(
-    server_id: ServerIdArg,
+    server: ServerArg,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Delete a server (refused while it has unfinished orders). Prints nothing with --json."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        server_id = client.resolve("server", server)
         client.delete_server(server_id)
     if not as_json:
         typer.echo(f"deleted server {server_id}")
@@ -175,24 +168,26 @@ def delete_server(
 
 @app.command("attach")
 def attach_runner(
-    server_id: ServerIdArg,
-    runner_id: Annotated[str, typer.Option("--runner", help="Runner id to attach (UUID).")],
+    server: ServerArg,
+    runner: Annotated[str, typer.Option("--runner", help="Runner (name or id) to attach.")],
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Attach a runner to a server; a runner serves one server only."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_object(client.attach_runner(server_id, runner_id), as_json=as_json)
+        attached = client.attach_runner(client.resolve("server", server), client.resolve("runner", runner))
+    output.show_object(attached, as_json=as_json)
 
 
 @app.command("detach")
 def detach_runner(
-    server_id: ServerIdArg,
+    server: ServerArg,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Detach the runner from a server."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_object(client.update_server(server_id, {"runnerId": None}), as_json=as_json)
+        detached = client.update_server(client.resolve("server", server), {"runnerId": None})
+    output.show_object(detached, as_json=as_json)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ikoma.settings import SettingsError, load_settings
+from ikoma.cli.database import settings_for_reading
 
 app = typer.Typer(help="Machine state: the cache derived from snapshots.", no_args_is_help=True)
 
@@ -27,11 +27,7 @@ def rebuild(
     from ikoma.services.state import rebuild_states
     from ikoma.storage.database import Database
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+    settings = settings_for_reading("rebuild the machine state")
 
     async def run() -> int:
         db = Database(settings.resolved_database_url)

@@ -42,6 +42,17 @@ def _saved(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def ready_line(api_url: str, local_runner: bool) -> str:
+    """What `ikoma up` prints once it serves: where, and the first command to try."""
+    if not local_runner:
+        return f"ready: IKOMA answers at {api_url}"
+    server_name, _ = local_names()
+    return (
+        f"ready: IKOMA answers at {api_url}; orders for server {server_name} run on this machine, e.g.\n"
+        f"  ikoma orders create --server {server_name} --playbook system.test_ping --wait"
+    )
+
+
 async def ensure_local_runner(db: Database, *, data_dir: Path, api_url: str, stale_after: float) -> Path:
     """Make sure this machine is a server with a runner whose credentials are in the data dir."""
     config_path = data_dir / CONFIG_NAME
