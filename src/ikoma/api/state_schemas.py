@@ -13,21 +13,22 @@ Health = Literal["ok", "warning", "error", "unknown"]
 Severity = Literal["info", "warning", "error"]
 
 
+# A count or flag nobody measured yet is null (unknown), never a made-up 0 or false.
 class AptState(Public):
     status: str | None
-    updates: int
-    security: int
-    reboot_required: bool
+    updates: int | None = Field(description="null until an apt.analyze report has been ingested")
+    security: int | None = Field(description="null until an apt.analyze report has been ingested")
+    reboot_required: bool | None = Field(description="null until apt.analyze (or apt.upgrade) said so")
     analyzed_at: UtcDatetime | None
 
 
 class DockerState(Public):
-    installed: bool
+    installed: bool | None = Field(description="null until a docker.status check worked")
     status: str | None
     containers: int | None
     running: int | None
-    unhealthy: int
-    stacks: int
+    unhealthy: int | None
+    stacks: int | None
     prunable_bytes: int | None
     checked_at: UtcDatetime | None
 
@@ -37,7 +38,7 @@ class MetricsNow(Public):
     memory_used_percent: float | None
     root_used_percent: float | None
     collected_at: UtcDatetime | None
-    disk_warnings: int
+    disk_warnings: int | None = Field(description="null until system.metrics ran")
     # the latest system.metrics data (load, memory, filesystems, warnings)
     latest: dict[str, Any] | None
 
@@ -61,7 +62,7 @@ class MachineStatePublic(Public):
     apt: AptState
     docker: DockerState
     metrics: MetricsNow
-    hardware_warnings: int
+    hardware_warnings: int | None = Field(description="null until system.facts ran")
     facts_collected_at: UtcDatetime | None
     last_error: LastError | None
     outcomes: dict[str, Any] = Field(description="the newest outcome per playbook")
@@ -111,7 +112,7 @@ class TimelineEntry(Public):
     severity: Severity
     message: str
     actor: str
-    order_id: str | None
+    order_id: Id | None
     details: dict[str, Any] | None
 
 
@@ -122,7 +123,7 @@ class TimelinePage(Public):
 
 class Acknowledgement(Public):
     by: str
-    at: str
+    at: UtcDatetime
 
 
 class ImportantMessagePublic(Public):
@@ -186,9 +187,9 @@ class FleetServer(Public):
     up: bool
     health: Health
     attention: list[str] = Field(description="why it needs attention, most pressing first")
-    apt_updates: int
-    apt_security: int
-    reboot_required: bool
+    apt_updates: int | None
+    apt_security: int | None
+    reboot_required: bool | None
     docker_status: str | None
     root_used_percent: float | None
     new_messages: int

@@ -335,7 +335,8 @@ def _apply_apt(state: MachineState, snap: Snapshot) -> MachineState:
 def _apply_docker(state: MachineState, snap: Snapshot) -> MachineState:
     data = snap.payload
     if not snap.succeeded or not data.get("found"):
-        return replace(state, docker_status="error", docker_checked_at=snap.at)
+        # as apt: the block keeps what the last check that worked found, and when (see `unmeasured`)
+        return replace(state, docker_status="error")
     if not data.get("applicable", True):
         installed = data.get("reason") != "docker not found"
         return replace(
@@ -465,6 +466,28 @@ def health(state: MachineState) -> str:
     ):
         return "warning"
     return "ok"
+
+
+def unmeasured(state: MachineState) -> frozenset[str]:
+    """The fields whose stored value is a placeholder, not a measurement: shown as unknown (null).
+
+    The row keeps 0/false in its NOT NULL columns until a playbook measured them; "0 updates" on a
+    server nobody analysed would be a lie. A count is known once its playbook succeeded (its time is
+    set). `apt_reboot_required` true is always a measurement (apt.upgrade reads it too); false is one
+    only after an analysis.
+    """
+    missing: set[str] = set()
+    if state.apt_analyzed_at is None:
+        missing.update(("apt_updates", "apt_security"))
+        if not state.apt_reboot_required:
+            missing.add("apt_reboot_required")
+    if state.docker_checked_at is None:
+        missing.update(("docker_installed", "docker_unhealthy", "docker_stacks"))
+    if state.metrics_collected_at is None:
+        missing.add("disk_warnings")
+    if state.facts_collected_at is None:
+        missing.add("hardware_warnings")
+    return frozenset(missing)
 
 
 def notices(before: MachineState, after: MachineState) -> list[Notice]:

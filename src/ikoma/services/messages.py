@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
 from ikoma.domain.errors import NotFound
 from ikoma.domain.important import Message, fingerprint
+from ikoma.domain.machine_state import iso, utc
 from ikoma.services import timeline
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
@@ -119,12 +121,13 @@ async def acknowledge(db: Database, server_id: str, message_id: str, *, actor: s
             )
         if row["acknowledged"]:
             return dict(row)  # acknowledging twice changes nothing
-        now = (await tx.execute(_NOW)).scalar_one()
-        acks = [*(row["acks"] or []), {"by": actor, "at": str(now)}]
+        # one reading of the clock for both: the acknowledgement and its entry in `acks` agree exactly
+        now = _as_utc((await tx.execute(_NOW)).scalar_one())
+        acks = [*(row["acks"] or []), {"by": actor, "at": iso(now)}]
         await tx.execute(
             update(important_messages)
             .where(important_messages.c.id == message_id)
-            .values(acknowledged=True, acknowledged_at=db_now(), acknowledged_by=actor, acks=acks)
+            .values(acknowledged=True, acknowledged_at=now, acknowledged_by=actor, acks=acks)
         )
         await timeline.add_event(
             tx,
@@ -141,6 +144,11 @@ async def acknowledge(db: Database, server_id: str, message_id: str, *, actor: s
             .one()
         )
         return dict(updated)
+
+
+def _as_utc(value: Any) -> datetime:
+    """The database clock's answer as an aware UTC datetime (SQLite answers it as text)."""
+    return utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
 
 
 async def count_new(tx: Tx, server_ids: list[str]) -> dict[str, int]:

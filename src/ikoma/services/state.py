@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ikoma.domain.errors import NotFound
 from ikoma.domain.lifecycle import OrderStatus
-from ikoma.domain.machine_state import MachineState, Snapshot, hardware, metrics_point, rebuild
+from ikoma.domain.machine_state import MachineState, Snapshot, hardware, metrics_point, rebuild, unmeasured
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import (
@@ -164,7 +164,10 @@ async def _liveness(tx: Tx, server_ids: list[str], stale_after: float) -> dict[s
 
 
 def _view(server: Any, state: MachineState, live: dict[str, Any]) -> dict[str, Any]:
-    return {"server_id": str(server.id), "server_name": server.name, **live, **state.to_row()}
+    """The state as callers see it: what was never measured is None (unknown), not a made-up 0."""
+    shown = state.to_row()
+    shown.update(dict.fromkeys(unmeasured(state)))
+    return {"server_id": str(server.id), "server_name": server.name, **live, **shown}
 
 
 async def get_state(db: Database, server_id: str, *, stale_after: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ each order, not two that could disagree; the price is a join on read, served by 
 from __future__ import annotations
 
 import base64
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -189,7 +190,8 @@ async def list_timeline(
             "severity": r["severity"],
             "message": _message(r),
             "actor": r["actor"],
-            "order_id": r["order_id"],
+            # SQLite reads the id back as 32 hex digits: shown dashed, as every id is
+            "order_id": None if r["order_id"] is None else str(uuid.UUID(str(r["order_id"]))),
             "details": r["details"],
         }
         for r in rows
