@@ -7,6 +7,7 @@ requeued only while attempts remain, so a one-attempt order never runs twice.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from ikoma.domain.errors import Conflict, NotFound, Unauthorized
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services import orders, runners
 from ikoma.services.dispatch import RunnerIdentity
+from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database
 from ikoma.storage.tables import machine_events
 from ikoma.storage.tables import runners as runners_table
@@ -263,6 +265,31 @@ async def test_a_claim_by_a_runner_authenticated_before_its_revocation_is_refuse
         await dispatcher.claim_once(identity)
     with pytest.raises(Unauthorized):
         await dispatcher.claim_next(identity, wait=0.2)
+
+    assert (await h.fetch_order(database, order["id"]))["status"] == S.QUEUED
+
+
+async def test_a_claim_racing_an_uncommitted_revocation_waits_for_it_and_is_refused(
+    database: Database,
+) -> None:
+    """The claim reads the runner row under a share lock: it cannot slip past a revocation in flight.
+
+    The revocation holds its transaction open while the claim starts; the claim must wait for it and
+    then see it, instead of claiming an order that the revocation (which saw none) would never release.
+    """
+    pair = await h.make_pair(database)
+    dispatcher = h.make_dispatcher(database)
+    identity = await dispatcher.authenticate(pair.runner_id, pair.token)
+    order = await h.make_order(database, pair.server_id)
+    claiming: asyncio.Task[Any] | None = None
+    async with database.write() as tx:
+        await tx.execute(
+            update(runners_table).where(runners_table.c.id == pair.runner_id).values(revoked_at=db_now())
+        )
+        claiming = asyncio.create_task(dispatcher.claim_once(identity))
+        await asyncio.sleep(0.3)  # let the claim reach the runner row (if it got further, it fails below)
+    with pytest.raises(Unauthorized):
+        await claiming
 
     assert (await h.fetch_order(database, order["id"]))["status"] == S.QUEUED
 
