@@ -41,7 +41,7 @@ def run(
     ] = None,
     kill_grace: Annotated[
         float, typer.Option(min=0, help="seconds between SIGTERM and SIGKILL when stopping a step")
-    ] = 10.0,
+    ] = 5.0,
     heartbeat_interval: Annotated[
         float, typer.Option(min=0.1, help="seconds between runner heartbeats")
     ] = 15.0,

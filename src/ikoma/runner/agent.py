@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ikoma.runner import RUNNER_VERSION
+from ikoma.runner import RUNNER_VERSION, containment
 from ikoma.runner.client import (
     ApiUnreachable,
     Conflict,
@@ -81,6 +81,7 @@ class Agent:
         self._hard_stop = asyncio.Event()
         self._contexts: set[ExecutionContext] = set()
         self._delivering: set[str] = set()
+        self.containment: containment.Containment | None = None
 
     # ---- signals -------------------------------------------------------------------------------
     def request_drain(self) -> None:
@@ -102,12 +103,25 @@ class Agent:
     # ---- main ----------------------------------------------------------------------------------
     async def run(self) -> int:
         self._install_signals()
+        # before any claim: what a killed runner of this state dir left must not run beside a retry
+        killed = containment.sweep_leftovers(self.settings.state_dir)
+        if killed:
+            log.warning("killed processes left running by a previous runner's steps", count=killed)
+        try:
+            self.containment = containment.Containment.create(
+                self.settings.containment, self.settings.state_dir
+            )
+        except containment.ContainmentUnavailable as exc:
+            log.error("runner cannot contain its steps", error=str(exc))
+            await self.client.aclose()
+            return 2
         log.info(
             "runner starting",
             version=RUNNER_VERSION,
             parallel=self.settings.parallel,
             capabilities=capabilities(),
             state_dir=str(self.settings.state_dir),
+            containment=self.containment.mode,
         )
         await self.deliver_spooled()  # completions left by a previous run go first
         background = [
@@ -235,6 +249,7 @@ class Agent:
             timeout_seconds=float(timeout) if timeout else None,
             kill_grace=self.settings.kill_grace,
             masker=masker,
+            containment=self.containment or containment.default(),
         )
         if self._hard_stop.is_set():
             ctx.request_stop(ABORTED)

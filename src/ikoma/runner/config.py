@@ -6,7 +6,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,13 @@ ENV_TOKEN = "IKOMA_RUNNER_TOKEN"  # noqa: S105 - the variable's name, not a secr
 ENV_DATA_DIR = "IKOMA_DATA_DIR"
 ENV_STATE_DIR = "IKOMA_RUNNER_STATE_DIR"
 ENV_CLAIM_LEASE = "IKOMA_CLAIM_LEASE"
+ENV_CONTAINMENT = "IKOMA_RUNNER_CONTAINMENT"
 
-DEFAULT_LEASE_HEARTBEAT = 10.0
+# Also how often a running order learns of its cancel: with the default kill grace (5 s, SIGTERM to
+# SIGKILL) a cancelled step is dead within 10 s of the cancel.
+DEFAULT_LEASE_HEARTBEAT = 4.0
+DEFAULT_KILL_GRACE = 5.0
+CONTAINMENT_MODES = ("auto", "cgroup", "session")
 
 
 class ConfigError(Exception):
@@ -40,9 +45,10 @@ class AgentSettings:
     heartbeat_interval: float = 15.0
     lease_heartbeat_interval: float = DEFAULT_LEASE_HEARTBEAT
     claim_wait: float = 25.0
-    kill_grace: float = 10.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     backoff_cap: float = 30.0
     spool_retry_interval: float = 10.0
+    containment: str = field(default_factory=lambda: containment_mode())
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -74,6 +80,16 @@ def lease_heartbeat_interval(env: Mapping[str, str] | None = None) -> float:
     if lease <= 0:
         raise ConfigError(f"{ENV_CLAIM_LEASE} must be > 0, got {raw!r}")
     return min(DEFAULT_LEASE_HEARTBEAT, lease / 3)
+
+
+def containment_mode(env: Mapping[str, str] | None = None) -> str:
+    """How steps are contained: `auto` (a cgroup v2 leaf when writable, else the session sweep),
+    `cgroup` (refuse to start without it) or `session`."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV_CONTAINMENT, "").strip() or "auto"
+    if raw not in CONTAINMENT_MODES:
+        raise ConfigError(f"{ENV_CONTAINMENT} must be one of {', '.join(CONTAINMENT_MODES)}, got {raw!r}")
+    return raw
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Running one step: a subprocess in its own process group, argv only, a clean environment, a deadline.
+"""Running one step: a contained subprocess, argv only, a clean environment, a deadline.
 
-Cancel, timeout and the runner's hard stop all end the same way: the whole process group gets
-SIGTERM, then SIGKILL after a grace period, so grandchildren (a shell's `sleep`, a daemon's
-workers) never outlive the step.
+Cancel, timeout and the runner's hard stop all end the same way: everything the step started
+(its cgroup leaf, or its session, cookie and descendants: see containment.py) gets SIGTERM, then
+SIGKILL after a grace period, so grandchildren (a shell's `sleep`, a `setsid` child, a daemon) never
+outlive the step. A step that ends on its own loses what it left running too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 
 import structlog
 
+from ikoma.runner import containment as containments
+from ikoma.runner.config import DEFAULT_KILL_GRACE
+from ikoma.runner.containment import COOKIE_ENV, Containment, Jail
 from ikoma.runner.logs import LogStream, Masker
 
 log = structlog.get_logger("ikoma.runner.execution")
@@ -43,21 +47,6 @@ def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     env["LANG"] = "C.UTF-8"
     env["LC_ALL"] = "C.UTF-8"
     return env
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # a member changed identity (setuid): still there
-    return True
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 @dataclass
@@ -98,9 +87,10 @@ class ExecutionContext:
     params: dict[str, Any]
     logs: LogStream | None = None
     timeout_seconds: float | None = None
-    kill_grace: float = 10.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     step_timeout: float = 3600.0
     masker: Masker = field(default_factory=Masker)
+    containment: Containment = field(default_factory=containments.default)
     stop_reason: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _hard: asyncio.Event = field(default_factory=asyncio.Event)
@@ -145,21 +135,26 @@ class ExecutionContext:
             return StepResult(name, "SKIPPED", 0, output=f"skipped: order {self.stop_reason}")
         shown = " ".join(repr(a) for a in argv)
         self._log_system(f"[runner] step {name}: {self.masker(shown)}")
+        jail = self.containment.open()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env={**child_env(), **(env or {})},
-                start_new_session=True,  # its own process group: one killpg reaches every descendant
+                env={**child_env(), **(env or {}), COOKIE_ENV: jail.cookie},
+                start_new_session=True,  # its own session and process group, found again by the sweep
+                # enters its cgroup leaf and dies with the runner; spawned from the loop's thread,
+                # which lives as long as the runner (PDEATHSIG follows the forking thread)
+                preexec_fn=jail.child_setup,  # only syscalls between fork and exec (Jail.child_setup)
             )
         except OSError as exc:
+            jail.close()
             message = self.masker(f"cannot start {argv[0]!r}: {exc.strerror or exc}")
             self._log_system(f"[runner] {message}")
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             return StepResult(name, "FAILED", _ms_since(started), exit_code=code, output=message)
-        pgid = proc.pid
+        jail.attach(proc.pid)
         tail = _Tail()
         if proc.stdout is None or proc.stderr is None:  # pragma: no cover - PIPE was asked for
             raise RuntimeError("subprocess pipes missing")
@@ -188,16 +183,16 @@ class ExecutionContext:
                     status = TIMEOUT
                     if self._deadline is not None and time.monotonic() >= self._deadline:
                         self.request_stop(TIMEOUT)  # the order's time is up: later steps are skipped
-                self._log_system(f"[runner] step {name}: {status.lower()}, stopping its process group")
-                await self._kill_group(pgid, exited)
+                self._log_system(f"[runner] step {name}: {status.lower()}, stopping all its processes")
+                await self._stop_jail(jail, exited)
             await exited
-            # the leader is gone; members it left behind (background jobs) must not outlive the step
-            if group_alive(pgid):
-                await self._kill_group(pgid, exited, grace=min(self.kill_grace, 1.0))
+            # the leader is gone; what it left behind (background jobs, daemons) must not outlive it
+            if jail.alive():
+                await self._stop_jail(jail, exited, grace=min(self.kill_grace, 1.0))
         finally:
             stop.cancel()
-            if not exited.done():  # cancelled from outside (hard stop of the agent): leave nothing behind
-                _signal_group(pgid, signal.SIGKILL)
+            # also when cancelled from outside (hard stop of the agent): leave nothing behind
+            jail.close()
         # pipes close when the last writer dies; a bounded wait guards against a descendant that escaped
         _, unfinished = await asyncio.wait(readers, timeout=2.0)
         for task in unfinished:
@@ -222,27 +217,21 @@ class ExecutionContext:
             if not raw:
                 return
 
-    async def _kill_group(self, pgid: int, exited: asyncio.Task[int], grace: float | None = None) -> None:
-        """SIGTERM the group, SIGKILL it when the grace ends (or at once on a hard stop)."""
+    async def _stop_jail(self, jail: Jail, exited: asyncio.Task[int], grace: float | None = None) -> None:
+        """SIGTERM every process of the step, SIGKILL them when the grace ends (or at once on a hard stop)."""
         grace = self.kill_grace if grace is None else grace
-        _signal_group(pgid, signal.SIGTERM)
+        jail.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and not self._hard.is_set():
-            if exited.done() and not group_alive(pgid):
+            if exited.done() and not jail.alive():
                 return
-            await asyncio.sleep(0.05)
-        if group_alive(pgid):
-            log.info(
-                "process group still has members after the grace, sending SIGKILL",
-                order_id=self.order_id,
-                pgid=pgid,
-            )
-            _signal_group(pgid, signal.SIGKILL)
-        # SIGKILL cannot be ignored; wait until the kernel has removed every member
-        for _ in range(100):
-            if exited.done() and not group_alive(pgid):
-                return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+        if jail.alive():
+            log.info("step processes still alive after the grace, sending SIGKILL", order_id=self.order_id)
+            await asyncio.to_thread(jail.kill)
+        # SIGKILL cannot be ignored: the leader's exit status follows at once
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), timeout=5.0)
 
 
 async def _exit_code(proc: asyncio.subprocess.Process) -> int:

@@ -1,8 +1,9 @@
 """The per-app supervisor of the `process` runtime: `python -m ikoma.runner.apps.supervisor start <app dir>`.
 
-`start` double-forks a daemon in its own session (so neither the runner's step group kill nor the
-runner's own exit reaches it), waits until the daemon says it started the app's processes, and
-exits 0. The daemon:
+`start` double-forks a daemon in its own session, which leaves the step's containment (cgroup leaf
+and cookie, see runner/containment.py) and re-execs itself: neither the end of the deploy step nor
+the runner's exit or death reaches it. `start` waits until the daemon says it started the app's
+processes, and exits 0. The daemon:
 
 - holds `<app>/.ikoma/supervisor.lock` (one supervisor per app) and writes `supervisor.pid`;
 - runs each manifest process from the app directory, in its own process group, with a clean
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from ikoma.runner import containment
 from ikoma.runner.apps import envfile, procfs
 from ikoma.runner.apps import manifest as manifests
 from ikoma.runner.apps.errors import AppError
@@ -351,13 +353,16 @@ def _daemonize(app_dir: Path) -> int:
         os.close(null)
         os.close(log)
         os.chdir(app_dir)
-        code = 1
         try:
-            code = Supervisor(app_dir, ready_fd=write_end).run()
+            # meant to outlive the deploy step: leave the step's containment explicitly (its cgroup,
+            # and the cookie in the environment it re-execs with), or the step's end would kill it
+            os.set_inheritable(write_end, True)
+            argv = [sys.executable, "-I", "-m", MODULE, "daemon", str(app_dir), str(write_end)]
+            os.execve(sys.executable, argv, containment.detach_self(os.environ))  # noqa: S606 - argv only
         except BaseException:
             traceback.print_exc()
         finally:
-            os._exit(code)
+            os._exit(1)
     os.close(write_end)
     os.waitpid(first, 0)
     answer = b""
@@ -386,6 +391,8 @@ def _daemonize(app_dir: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "daemon":  # what `start` re-execs, detached (see _daemonize)
+        return Supervisor(Path(argv[1]), ready_fd=int(argv[2])).run()
     if len(argv) != 2 or argv[0] not in ("start", "run"):
         print(f"usage: python -m {MODULE} start|run <app dir>", file=sys.stderr)
         return 2
