@@ -111,6 +111,19 @@ def test_servers_are_shown_updated_detached_and_deleted_by_name(
     assert server not in [s["name"] for s in ok_json(live_server, "servers", "list")]
 
 
+def test_a_bootstrap_token_names_its_server_and_runners_list_fits_100_columns(
+    live_server: support.LiveServer, fleet: dict[str, str]
+) -> None:
+    bare = ok_json(live_server, "servers", "create", unique("db"), "--hostname", "db.example.net")
+    issued = ok_json(live_server, "runners", "bootstrap-token", "--server", bare["name"])
+    assert issued["serverId"] == bare["id"]
+    listed = ikoma(live_server, "runners", "list")
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 100, listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if fleet["runner"] in line)
+    assert fleet["server"] in row
+
+
 def test_api_clients_are_scoped_and_revoked_by_name(
     live_server: support.LiveServer, fleet: dict[str, str]
 ) -> None:

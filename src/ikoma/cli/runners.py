@@ -25,11 +25,15 @@ RunnerArgument = Annotated[
 
 @app.command("list")
 def list_runners(
-    api_url: ApiUrlOption = DEFAULT_API_URL, admin_key: AdminKeyOption = None, as_json: JsonOption = False
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+    wide: output.WideOption = False,
 ) -> None:
     """List every runner, the server it serves and whether it is online."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        output.show_list(client.list_runners(), COLUMNS, as_json=as_json, empty="no runners")
+        found = client.list_runners()
+    output.show_list(found, COLUMNS, as_json=as_json, empty="no runners", wide=wide)
 
 
 @app.command("create")
@@ -53,7 +57,7 @@ def create_runner(
 def create_bootstrap_token(
     name: Annotated[str | None, typer.Option("--name", help="Name the new runner will get.")] = None,
     server_id: Annotated[
-        str | None, typer.Option("--server", help="Attach the new runner to this server.")
+        str | None, typer.Option("--server", help="Attach the new runner to this server (name or id).")
     ] = None,
     expires_in: Annotated[int, typer.Option("--expires-in", help="Seconds the token stays usable.")] = 3600,
     api_url: ApiUrlOption = DEFAULT_API_URL,
@@ -62,6 +66,7 @@ def create_bootstrap_token(
 ) -> None:
     """Issue a one-time token for `ikoma runner register` on the new machine (shown once)."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        server_id = client.resolve("server", server_id) if server_id else None
         issued = client.create_bootstrap_token(name=name, server_id=server_id, expires_in=expires_in)
     output.show_object(issued, as_json=as_json, skip=["token"])
     if not as_json:
