@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     log_limit_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="IKOMA_LOG_LIMIT_BYTES"
     )
+    # request body limits per route family (413 payload_too_large past them, read as it streams in):
+    # admin and tool routes, runner calls (heartbeats, reports), and runner log batches
+    body_limit_admin: int = Field(
+        default=2 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="IKOMA_BODY_LIMIT_ADMIN"
+    )
+    body_limit_runner: int = Field(
+        default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="IKOMA_BODY_LIMIT_RUNNER"
+    )
+    body_limit_logs: int = Field(
+        default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, validation_alias="IKOMA_BODY_LIMIT_LOGS"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", validation_alias=AliasChoices("IKOMA_LOG_LEVEL", "LOG_LEVEL")
     )
@@ -40,6 +51,14 @@ class Settings(BaseSettings):
     # --- operations tools (issue 5) ---------------------------------------------------------------
     # the JSONL mirror of the audit log (optional): one line per entry, appended after the database write
     audit_log: Path | None = Field(default=None, validation_alias="IKOMA_AUDIT_LOG")
+    # anchors of the audit chain outside the database (services/audit_anchor.py): the HMAC key of the
+    # signed checkpoints (default: <data dir>/audit.key, made 0600), their file, and how often the
+    # reconciler's leader signs the chain's head (0: never)
+    audit_key: SecretStr | None = Field(default=None, validation_alias="IKOMA_AUDIT_KEY")
+    audit_checkpoints: Path | None = Field(default=None, validation_alias="IKOMA_AUDIT_CHECKPOINTS")
+    audit_checkpoint_interval: float = Field(
+        default=60.0, ge=0, le=86400, validation_alias="IKOMA_AUDIT_CHECKPOINT_INTERVAL"
+    )
     # the server `/execute` and MCP act on when the body names none; default: the `ikoma up` local server
     default_server: str | None = Field(default=None, validation_alias="IKOMA_DEFAULT_SERVER")
     # longest a caller of /execute or MCP may wait for a tool's order before getting 202 + the order id
@@ -115,6 +134,20 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgres")):
             raise ValueError("must start with sqlite:// or postgresql://")
         return value
+
+    @model_validator(mode="after")
+    def _stale_after_outlasts_a_heartbeat(self) -> Settings:
+        # A runner heartbeats its order every min(4 s, lease / 3) (runner/config.py): a threshold at or
+        # below that would mark a healthy run STALE between two heartbeats and kill it.
+        from ikoma.runner.config import DEFAULT_LEASE_HEARTBEAT
+
+        heartbeat = min(DEFAULT_LEASE_HEARTBEAT, self.claim_lease / 3)
+        if self.stale_after <= heartbeat:
+            raise ValueError(
+                f"IKOMA_STALE_AFTER={self.stale_after:g} must be above the runners' heartbeat interval "
+                f"({heartbeat:g} s with IKOMA_CLAIM_LEASE={self.claim_lease:g}); 3x or more is advised"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

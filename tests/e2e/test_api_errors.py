@@ -20,33 +20,21 @@ from tests import support
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.xdist_group("api-errors"),  # with --dist loadgroup: one worker, one server per backend
 ]
 
 ERROR_KEYS = {"reason", "message", "details", "errors"}
 REPORT_OK = {"version": "v2", "summary": "ok", "durationMs": 1, "steps": [], "errors": []}
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=support.BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[support.LiveServer]:
     """A real `ikoma serve` process shared by this module, on each backend."""
     tmp = tmp_path_factory.mktemp(f"api-errors-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'server.db'}"
-    else:
-        support.require_pg()
-        pg_name = support.create_pg_database("ikoma_e2e")
-        url = support.pg_url(pg_name)
-    live = support.LiveServer(database_url=url, data_dir=tmp / "data")
-    live.start()
-    try:
+    with support.running_server(request.param, tmp) as live:
         yield live
-    finally:
-        live.stop()
-        if pg_name is not None:
-            support.drop_pg_database(pg_name)
     log = live.read_log()
     assert "Traceback" not in log, log
     assert "unhandled_error" not in log, log
@@ -218,9 +206,19 @@ def test_malformed_uuid_in_admin_path_is_422_validation_error(
     assert body["errors"], body
 
 
-@pytest.mark.parametrize("path", ["/v1/servers/{id}", "/v1/orders/{id}", "/v1/orders/{id}/events"])
-def test_unknown_id_on_admin_route_is_404_not_found(admin: httpx.Client, path: str) -> None:
-    assert_error(admin.get(path.format(id=uuid.uuid4())), 404, "not_found")
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/v1/servers/{id}", "server_not_found"),
+        ("/v1/orders/{id}", "order_not_found"),
+        ("/v1/orders/{id}/events", "order_not_found"),
+        ("/v1/orders/{id}/logs", "order_not_found"),
+    ],
+)
+def test_unknown_id_on_admin_route_is_404_with_the_kinds_reason(
+    admin: httpx.Client, path: str, reason: str
+) -> None:
+    assert_error(admin.get(path.format(id=uuid.uuid4())), 404, reason)
 
 
 def test_order_for_unknown_server_is_422_unknown_server(admin: httpx.Client) -> None:

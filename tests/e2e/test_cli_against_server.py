@@ -36,6 +36,12 @@ def invoke(url: str, admin_key: str, *args: str) -> Result:
 
 
 @pytest.fixture
+def live_server(shared_server: LiveServer) -> LiveServer:
+    """One server per backend for the module: every test creates what it uses under unique names."""
+    return shared_server
+
+
+@pytest.fixture
 def ikoma(live_server: LiveServer) -> Ikoma:
     """Run one `ikoma` command line against the live server."""
 
@@ -136,10 +142,10 @@ def test_waiting_on_an_order_no_runner_serves_exits_3_at_the_timeout(
     assert "QUEUED" in result.stdout
 
 
-def test_unknown_order_id_prints_not_found_and_exits_1(ikoma: Ikoma) -> None:
+def test_unknown_order_id_prints_order_not_found_and_exits_1(ikoma: Ikoma) -> None:
     result = ikoma("orders", "show", str(uuid.uuid4()))
     assert result.exit_code == 1
-    assert "error: not_found:" in result.stderr
+    assert "error: order_not_found:" in result.stderr
     assert result.stdout == ""
 
 

@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,10 +31,60 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+# An error echoes what the client sent (a path, a value inside a message); never all of it.
+ECHO_LIMIT = 200
+MESSAGE_LIMIT = 500
+MAX_ERRORS = 50
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text`, or its start and end around a marker saying how much was cut (the end often says why)."""
+    if len(text) <= limit:
+        return text
+    head = limit * 3 // 4
+    tail = limit - head
+    return f"{text[:head]}…[{len(text) - limit} characters cut]…{text[-tail:]}"
+
+
+def _clipped(value: Any) -> Any:
+    if isinstance(value, str):
+        return clip(value)
+    if isinstance(value, dict):
+        return {clip(str(k)): _clipped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clipped(v) for v in value[:MAX_ERRORS]]
+    return value
+
+
+def _clipped_errors(errors: list[Any]) -> list[Any]:
+    shown = [
+        {**e, "message": clip(str(e.get("message", "")), MESSAGE_LIMIT), "path": clip(str(e.get("path", "")))}
+        if isinstance(e, dict)
+        else _clipped(e)
+        for e in errors[:MAX_ERRORS]
+    ]
+    if len(errors) > MAX_ERRORS:
+        more = len(errors) - MAX_ERRORS
+        shown.append({"path": "", "message": f"{more} more errors not shown", "type": "too_many_errors"})
+    return shown
+
+
 def error_response(status: int, reason: str, message: str, **extra: Any) -> Response:
-    body: dict[str, Any] = {"reason": reason, "message": message}
-    body.update({k: v for k, v in extra.items() if v})
+    """The one error shape; echoed input is clipped (a huge value never comes back whole)."""
+    body: dict[str, Any] = {"reason": reason, "message": clip(message, MESSAGE_LIMIT)}
+    for key, value in extra.items():
+        if value:
+            body[key] = _clipped_errors(value) if key == "errors" else _clipped(value)
     return json_response(body, status)
+
+
+def refusal_response(refusal: DomainError) -> Response:
+    """A DomainError as its error response (`details.errors` becomes the top-level `errors`)."""
+    extra: dict[str, Any] = {}
+    details = dict(refusal.details)
+    if "errors" in details:
+        extra["errors"] = details.pop("errors")
+    return error_response(refusal.status_code, refusal.reason, refusal.message, details=details, **extra)
 
 
 def validation_errors(errors: list[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -41,9 +92,13 @@ def validation_errors(errors: list[Any], prefix: tuple[str, ...] = ()) -> list[d
     out = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
-        # FastAPI prefixes where the value came from; keep the field path only.
+        # FastAPI prefixes where the value came from; keep the field path only. Body and query
+        # locations already carry the wire name (the alias); a path parameter is named by its
+        # template (`server_id`), so it is given the wire's camelCase too.
         if loc and loc[0] in ("body", "query", "path", "header"):
-            loc = loc[1:]
+            source, loc = loc[0], loc[1:]
+            if source == "path" and loc:
+                loc[0] = to_camel(loc[0])
         out.append(
             {
                 "path": ".".join([*prefix, *loc]),
@@ -74,11 +129,7 @@ def _is_database_outage(exc: BaseException) -> bool:
 def install(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
-        extra: dict[str, Any] = {}
-        details = dict(exc.details)
-        if "errors" in details:
-            extra["errors"] = details.pop("errors")
-        return error_response(exc.status_code, exc.reason, exc.message, details=details, **extra)
+        return refusal_response(exc)
 
     async def request_invalid(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -1,7 +1,8 @@
 """Runner routes: the hot path (heartbeat, claim-next, start, heartbeat, complete).
 
-Plain Starlette routes on purpose (docs/performance.md): credentials are checked first, the body is
-validated with pydantic TypeAdapters, and answers are serialized straight to bytes. Their OpenAPI
+Plain Starlette routes on purpose (docs/performance.md): credentials are checked first (a body still
+on the wire is not waited for until the runner is known; one past its limit is refused with 413), the
+body is validated with pydantic TypeAdapters, and answers are serialized straight to bytes. Their OpenAPI
 description is added by `openapi.py`.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ikoma.api import bodies
 from ikoma.api.schemas import (
     ClaimedOrder,
     CompleteBody,
@@ -31,13 +32,12 @@ from ikoma.api.schemas import (
 )
 from ikoma.bootstrap import Context
 from ikoma.contracts import error_paths, parse_report
-from ikoma.domain.errors import BadRequest, Invalid, Unauthorized
+from ikoma.domain.errors import Invalid, Unauthorized
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services import bootstrap, logs
 from ikoma.services.dispatch import MAX_WAIT_SECONDS
 
 M = TypeVar("M", bound=BaseModel)
-MAX_BODY_BYTES = 1024 * 1024  # reports bigger than this belong in logs/artifacts, not the report
 
 
 def _ctx(request: Request) -> Context:
@@ -51,22 +51,34 @@ def _call(request: Request) -> Any:
     return _ctx(request).dispatcher.runner_call(headers.get("x-runner-id"), headers.get("x-runner-token"))
 
 
-async def _raw_body(request: Request) -> bytes:
-    # read before the transaction opens: a slow client must never hold a database transaction
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise Invalid("request body is too large", reason="payload_too_large", limitBytes=MAX_BODY_BYTES)
-    return raw
+async def _authenticate(request: Request) -> None:
+    """401 for a caller who is not a runner, in a read of its own (no transaction held meanwhile)."""
+    headers = request.headers
+    await _ctx(request).dispatcher.authenticate(headers.get("x-runner-id"), headers.get("x-runner-token"))
 
 
-def _parse(raw: bytes, model: type[M]) -> M:
-    if not raw.strip():
-        raw = b"{}"
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON", reason="invalid_json") from None
-    return _adapter(model).validate_python(data)
+async def _raw_body(request: Request, *, logs: bool = False, authenticate: bool = True) -> bytes:
+    # Read before the call's transaction opens: a slow client must never hold a database transaction.
+    # What came with the headers is in memory already; anything still on the wire (or declared past
+    # the limit) is waited for only once the runner is authenticated.
+    settings = _ctx(request).settings
+    limit, setting = (
+        (settings.body_limit_logs, "IKOMA_BODY_LIMIT_LOGS")
+        if logs
+        else (settings.body_limit_runner, "IKOMA_BODY_LIMIT_RUNNER")
+    )
+    return await bodies.read(
+        request.receive,
+        limit=limit,
+        setting=setting,
+        declared=bodies.declared_length(request.scope),
+        before_waiting=(lambda: _authenticate(request)) if authenticate else None,
+    )
+
+
+def _parse(request: Request, raw: bytes, model: type[M]) -> M:
+    bodies.check_media_type(request.headers.get("content-type"))
+    return _adapter(model).validate_python(bodies.parse_json(raw, empty={}))
 
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
@@ -99,7 +111,7 @@ def _json(model: type[BaseModel], row: Any, status: int = 200) -> Response:
 async def runner_heartbeat(request: Request) -> Response:
     raw = await _raw_body(request)
     async with _call(request) as (identity, tx):
-        body = _parse(raw, RunnerHeartbeat)
+        body = _parse(request, raw, RunnerHeartbeat)
         answer = await _ctx(request).dispatcher.record_heartbeat(
             identity, version=body.version, hostname=body.hostname, capabilities=body.capabilities, tx=tx
         )
@@ -133,7 +145,7 @@ async def start(request: Request) -> Response:
     raw = await _raw_body(request)
     async with _call(request) as (identity, tx):
         order_id = _order_id(request)
-        body = _parse(raw, LeaseBody)
+        body = _parse(request, raw, LeaseBody)
         order = await _ctx(request).dispatcher.start(identity, order_id, _lease(body), tx=tx)
     return _json(OrderPublic, order)
 
@@ -142,7 +154,7 @@ async def order_heartbeat(request: Request) -> Response:
     raw = await _raw_body(request)
     async with _call(request) as (identity, tx):
         order_id = _order_id(request)
-        body = _parse(raw, LeaseBody)
+        body = _parse(request, raw, LeaseBody)
         answer = await _ctx(request).dispatcher.heartbeat(identity, order_id, _lease(body), tx=tx)
     return _json(OrderHeartbeatAnswer, answer)
 
@@ -151,7 +163,7 @@ async def complete(request: Request) -> Response:
     raw = await _raw_body(request)
     async with _call(request) as (identity, tx):
         order_id = _order_id(request)
-        body = _parse(raw, CompleteBody)
+        body = _parse(request, raw, CompleteBody)
         try:
             report = parse_report(body.report)
         except ValidationError as exc:
@@ -174,10 +186,11 @@ async def register(request: Request) -> Response:
     """Trade a one-time bootstrap token for runner credentials (`ikoma runner register`)."""
     ctx = _ctx(request)
     bootstrap_token = request.headers.get("x-bootstrap-token")
-    raw = await _raw_body(request)
     if not bootstrap_token:
         raise Unauthorized("bootstrap token is missing or invalid")
-    body = _parse(raw, RegisterBody)
+    # the token is checked (and spent) with the registration; until then the body is bounded by its limit
+    raw = await _raw_body(request, authenticate=False)
+    body = _parse(request, raw, RegisterBody)
     answer = await bootstrap.register_runner(
         ctx.db,
         bootstrap_token=bootstrap_token,
@@ -190,10 +203,10 @@ async def register(request: Request) -> Response:
 
 async def append_logs(request: Request) -> Response:
     ctx = _ctx(request)
-    raw = await _raw_body(request)
+    raw = await _raw_body(request, logs=True)
     async with _call(request) as (identity, tx):
         order_id = _order_id(request)
-        body = _parse(raw, LogsBody)
+        body = _parse(request, raw, LogsBody)
         await ctx.dispatcher.check_logs_allowed(identity, order_id, _lease(body), tx=tx)
         chunks = [logs.Chunk(seq=c.seq, stream=c.stream, data=c.data) for c in body.chunks]
         answer = await logs.append_chunks(

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from ikoma.api import bodies
 from ikoma.api.deps import Ctx, CurrentPrincipal
 from ikoma.api.errors import json_response
-from ikoma.domain.errors import BadRequest, DomainError, Invalid
+from ikoma.domain.errors import DomainError, Invalid
 from ikoma.services import tools
 
 router = APIRouter(tags=["tools"])
 
-# db.migrate's `sql` may be 1 MiB; anything far beyond is not a tool call
-MAX_BODY_BYTES = 2 * 1024 * 1024
 # body fields that steer the call rather than being the tool's params
 CALL_FIELDS = ("serverId", "wait")
 
@@ -29,8 +27,8 @@ EXECUTE_BODY: dict[str, Any] = {
         "required": False,
         "description": "The tool's params at the top level (see GET /v1/tools), plus optional "
         "`serverId` (id or name; default: IKOMA_DEFAULT_SERVER, else the `ikoma up` local server) "
-        "and `wait` (seconds, capped by IKOMA_EXECUTE_MAX_WAIT). Read as JSON whatever the "
-        "Content-Type, as `curl -d` sends.",
+        "and `wait` (seconds, capped by IKOMA_EXECUTE_MAX_WAIT). Read as JSON also without a "
+        "Content-Type or with curl -d's form type; another media type is 415.",
         "content": {
             "application/json": {
                 "schema": {
@@ -61,16 +59,14 @@ EXECUTE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _call_body(raw: bytes) -> tuple[dict[str, Any], str | None, float | None]:
-    """(params, serverId, wait) from an /execute body; an empty body is a call without params."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise Invalid("request body is too large", reason="payload_too_large", limitBytes=MAX_BODY_BYTES)
-    if not raw.strip():
-        return {}, None, None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON", reason="invalid_json") from None
+def _call_body(raw: bytes, content_type: str | None) -> tuple[dict[str, Any], str | None, float | None]:
+    """(params, serverId, wait) from an /execute body; an empty body is a call without params.
+
+    The body's size is bounded by IKOMA_BODY_LIMIT_ADMIN as it is read (api/guard.py); its media type,
+    JSON and NUL characters are checked by the rules every route shares (api/bodies.py).
+    """
+    bodies.check_media_type(content_type)
+    body = bodies.parse_json(raw, empty={}, content_type=content_type)
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object of the tool's params", field="<body>")
     server_id = body.pop("serverId", None)
@@ -93,7 +89,7 @@ async def execute(
 ) -> Response:
     """Run a tool on a server and wait for its answer; `X-Order-Id` names the order it created."""
     try:
-        params, server_id, wait = _call_body(await request.body())
+        params, server_id, wait = _call_body(await request.body(), request.headers.get("content-type"))
     except DomainError as refusal:
         # every call leaves a trace, even one whose body could not be read as the tool's params
         await tools.audit_refusal(ctx, principal, tool=tool, refusal=refusal)

@@ -96,7 +96,7 @@ async def _read(
             await tx.execute(select(orders.c.status, orders.c.log_truncated).where(orders.c.id == order_id))
         ).first()
         if order is None:
-            raise NotFound("no order with this id", orderId=order_id)
+            raise NotFound("no order with this id", reason="order_not_found", orderId=order_id)
         items = [
             dict(r)
             for r in (

@@ -209,7 +209,7 @@ async def get_order(db: Database, order_id: str) -> dict[str, Any]:
     async with db.read() as tx:
         row = (await tx.execute(select(orders).where(orders.c.id == order_id))).mappings().first()
         if row is None:
-            raise NotFound("no order with this id", orderId=order_id)
+            raise NotFound("no order with this id", reason="order_not_found", orderId=order_id)
         attempts = (
             await tx.execute(
                 select(order_attempts)
@@ -289,7 +289,7 @@ async def cancel_order(
             .first()
         )
         if row is None:
-            raise NotFound("no order with this id", orderId=order_id)
+            raise NotFound("no order with this id", reason="order_not_found", orderId=order_id)
         current = OrderStatus(row["status"])
         details = {"reason": reason} if reason else None
         if current == OrderStatus.RUNNING:
@@ -364,7 +364,7 @@ async def list_events(db: Database, order_id: str) -> list[dict[str, Any]]:
     async with db.read() as tx:
         exists = (await tx.execute(select(orders.c.id).where(orders.c.id == order_id))).first()
         if exists is None:
-            raise NotFound("no order with this id", orderId=order_id)
+            raise NotFound("no order with this id", reason="order_not_found", orderId=order_id)
         rows = await tx.execute(
             select(order_events).where(order_events.c.order_id == order_id).order_by(order_events.c.id)
         )

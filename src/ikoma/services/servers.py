@@ -25,7 +25,7 @@ _WITH_RUNNER = (
 async def _get(tx: Tx, server_id: str) -> dict[str, Any]:
     row = (await tx.execute(_WITH_RUNNER.where(servers.c.id == server_id))).mappings().first()
     if row is None:
-        raise NotFound("no server with this id", serverId=server_id)
+        raise NotFound("no server with this id", reason="server_not_found", serverId=server_id)
     return dict(row)
 
 
@@ -93,12 +93,32 @@ async def create_server(db: Database, fields: dict[str, Any], *, actor: str = "a
         raise Conflict(f"a server named {fields.get('name')!r} already exists", field="name") from None
 
 
-async def list_servers(db: Database) -> list[dict[str, Any]]:
+def parse_label_filters(filters: list[str]) -> list[tuple[str, str | None]]:
+    """`env=prod` (the label has this value) or `env` (the label is set) → (key, value or None)."""
+    parsed: list[tuple[str, str | None]] = []
+    for index, text in enumerate(filters):
+        key, has_value, value = text.partition("=")
+        if not key:
+            raise Invalid(
+                "a label filter is `key=value` or `key`",
+                errors=[{"path": f"label.{index}", "message": "the key is empty", "type": "label_filter"}],
+            )
+        parsed.append((key, value if has_value else None))
+    return parsed
+
+
+def has_labels(labels: dict[str, str] | None, wanted: list[tuple[str, str | None]]) -> bool:
+    """Every filter holds (AND): the key is set, and to the value when one is given."""
+    found = labels or {}
+    return all(key in found and (value is None or found[key] == value) for key, value in wanted)
+
+
+async def list_servers(db: Database, *, labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every server, or those whose labels match every `key=value` / `key` filter."""
+    wanted = parse_label_filters(labels or [])
     async with db.read() as tx:
-        return [
-            dict(r)
-            for r in (await tx.execute(_WITH_RUNNER.order_by(servers.c.created_at, servers.c.id))).mappings()
-        ]
+        rows = (await tx.execute(_WITH_RUNNER.order_by(servers.c.created_at, servers.c.id))).mappings()
+        return [dict(r) for r in rows if has_labels(r["labels"], wanted)]
 
 
 async def get_server(db: Database, server_id: str) -> dict[str, Any]:
@@ -123,7 +143,9 @@ async def update_server(
                 await _runner_changed(tx, server_id, current["runner_id"], changes["runner_id"], actor)
             return await _get(tx, server_id)
     except IntegrityError:
-        raise Conflict(f"a server named {changes.get('name')!r} already exists", field="name") from None
+        if "name" not in changes:  # only the name is unique; anything else is a bug to see, not a 409
+            raise
+        raise Conflict(f"a server named {changes['name']!r} already exists", field="name") from None
 
 
 async def delete_server(db: Database, server_id: str, *, actor: str = "admin") -> None:
