@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -161,6 +162,26 @@ def test_revoking_a_runner_mid_order_refuses_its_next_call_and_loses_no_order(fl
     with server.admin() as admin:
         timeline = admin.get(f"/v1/servers/{fleet.server_id}/timeline").json()
     assert any(item["type"] == "runner.revoked" for item in timeline["items"]), timeline
+
+
+def test_a_long_poll_in_progress_when_the_runner_is_revoked_gets_401_and_no_order(fleet: Fleet) -> None:
+    server = fleet.server
+    answers: list[httpx.Response] = []
+    with runner_client(server, fleet.runner_id, fleet.token) as runner:
+        poll = threading.Thread(
+            target=lambda: answers.append(runner.post("/v1/runner/orders/claim-next", params={"wait": 20}))
+        )
+        poll.start()
+        try:
+            with server.admin() as admin:
+                assert admin.post(f"/v1/runners/{fleet.runner_id}/revoke").status_code == 200
+            order = fleet.order("system.test_ping", {})  # what the waiting poll must not be handed
+        finally:
+            poll.join(timeout=30)
+
+    assert [a.status_code for a in answers] == [401], [a.text for a in answers]
+    assert answers[0].json()["reason"] == "unauthorized"
+    assert fleet.get(order)["status"] == "QUEUED"
 
 
 def test_an_order_with_attempts_left_is_requeued_and_run_by_the_replacement_runner(fleet: Fleet) -> None:
