@@ -24,7 +24,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("revoked_by", sa.String(length=100), nullable=True))
         batch_op.add_column(sa.Column("token_rotated_at", sa.DateTime(timezone=True), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("UPDATE runners SET capabilities = '[]'::jsonb WHERE jsonb_typeof(capabilities) <> 'array'")
+        op.execute(
+            "UPDATE runners SET capabilities = '[]'::jsonb WHERE jsonb_typeof(capabilities) <> 'array'"
+        )
     else:
         op.execute(
             "UPDATE runners SET capabilities = '[]' "
