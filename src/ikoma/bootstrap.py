@@ -8,6 +8,7 @@ from ikoma.domain.retention import Retention
 from ikoma.metrics import Metrics
 from ikoma.services.admin_keys import AdminKeyring
 from ikoma.services.artifacts import Artifacts
+from ikoma.services.audit_anchor import load_anchor
 from ikoma.services.dispatch import Dispatcher
 from ikoma.services.ingest import Ingestor
 from ikoma.services.reconciler import Reconciler
@@ -66,6 +67,12 @@ def build(settings: Settings) -> Context:
                 metrics_max_points=settings.metrics_max_points,
                 snapshot_days=settings.snapshot_retention_days,
             ),
+            anchor=load_anchor(
+                settings.audit_key.get_secret_value() if settings.audit_key else None,
+                settings.data_dir,
+                settings.audit_checkpoints,
+            ),
+            checkpoint_interval=settings.audit_checkpoint_interval,
         ),
         artifacts=artifacts,
     )

@@ -149,6 +149,8 @@ async def test_an_entry_that_differs_from_its_mirror_line_is_named(
 
 def test_the_audit_key_file_is_owner_only_and_the_environment_key_wins(tmp_path: Path) -> None:
     made = load_anchor(None, tmp_path)
+    assert not (tmp_path / "audit.key").exists()  # made when first needed, not when configured
+    assert made.key
     assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
     assert load_anchor(None, tmp_path).key == made.key
     assert load_anchor("from-env", tmp_path).key == b"from-env"

@@ -122,3 +122,40 @@ def test_an_unreachable_database_exits_2_with_a_sentence(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["audit", "verify"], env={"DATABASE_URL": missing})
     assert result.exit_code == 2
     assert "cannot verify the audit log" in result.output
+
+
+def test_verify_names_a_tail_cut_after_a_signed_checkpoint(database_url: str, tmp_path: Path) -> None:
+    """The checkpoint the reconciler signs is outside the database: cutting entries off is seen."""
+    from ikoma.services.audit_anchor import checkpoint, load_anchor
+
+    async def sign() -> None:
+        db = Database(database_url)
+        try:
+            await checkpoint(db, load_anchor(None, tmp_path))
+        finally:
+            await db.dispose()
+
+    with_entries(database_url, 4)
+    asyncio.run(sign())
+    with_entries(database_url, 0, tamper=lambda tx: tx.execute(delete(audit_log).where(audit_log.c.id >= 3)))
+
+    env = {"DATABASE_URL": database_url, "IKOMA_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(app, ["audit", "verify"], env=env)
+
+    assert result.exit_code == 1, result.output
+    assert "audit entry #3 was truncated" in result.output + result.stderr
+
+
+def test_verify_refuses_checkpoints_whose_key_was_removed(database_url: str, tmp_path: Path) -> None:
+    from ikoma.services.audit_anchor import load_anchor
+
+    with_entries(database_url, 1)
+    anchor = load_anchor(None, tmp_path)
+    anchor.append_checkpoint(1, "00" * 32)
+    (tmp_path / "audit.key").unlink()
+
+    env = {"DATABASE_URL": database_url, "IKOMA_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(app, ["audit", "verify"], env=env)
+
+    assert result.exit_code == 1
+    assert "audit key" in result.output + result.stderr

@@ -76,19 +76,40 @@ def list_entries(
 def verify() -> None:
     """Walk the hash chain on the database (DATABASE_URL); exit 1 naming the first broken entry.
 
+    Then compares the chain with what is kept outside the database: the signed checkpoints
+    (IKOMA_AUDIT_CHECKPOINTS, default <data dir>/audit.checkpoints, key IKOMA_AUDIT_KEY or
+    <data dir>/audit.key) and the JSONL mirror (IKOMA_AUDIT_LOG) when configured: a cut tail or a
+    re-hashed chain is named too.
+
     Runs on the database directly, like `ikoma db check`: a verifier that asked the API would trust
     the very process whose records it checks.
     """
     from ikoma.cli.database import settings_for_reading
-    from ikoma.services import audit
+    from ikoma.services import audit, audit_anchor
     from ikoma.storage.database import Database
 
     settings = settings_for_reading("verify the audit log")
+    anchor = audit_anchor.load_anchor(
+        settings.audit_key.get_secret_value() if settings.audit_key else None,
+        settings.data_dir,
+        settings.audit_checkpoints,
+    )
+    if anchor.key_file is not None and not anchor.key_file.exists():
+        if anchor.checkpoints.exists():  # signed checkpoints without their key: someone removed it
+            typer.secho(
+                f"problem: {anchor.checkpoints} holds signed checkpoints but the audit key "
+                f"{anchor.key_file} is missing (set IKOMA_AUDIT_KEY or restore the file)",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(1)
+        anchor = None  # nothing was ever signed here; a read command creates no key
 
     async def run() -> audit.VerifyReport:
         db = Database(settings.resolved_database_url)
         try:
-            return await audit.verify(db)
+            chain = await audit.verify(db)
+            return await audit_anchor.verify_anchored(db, chain, anchor=anchor, mirror=settings.audit_log)
         finally:
             await db.dispose()
 
@@ -101,7 +122,19 @@ def verify() -> None:
     if report.ok:
         head = report.head
         where = f", head #{head['id']} {str(head['hash'])[:16]}…" if report.checked else ""
-        typer.echo(f"ok: {report.checked} audit entries, hash chain intact{where}")
+        anchors = [
+            name
+            for name, present in (
+                ("signed checkpoints", anchor is not None and anchor.checkpoints.exists()),
+                (
+                    f"mirror {settings.audit_log}",
+                    settings.audit_log is not None and settings.audit_log.exists(),
+                ),
+            )
+            if present
+        ]
+        checked_against = f"; agrees with {' and '.join(anchors)}" if anchors else ""
+        typer.echo(f"ok: {report.checked} audit entries, hash chain intact{where}{checked_against}")
         return
     problem = report.problem
     assert problem is not None

@@ -78,6 +78,9 @@ TRANSITIONS: frozenset[tuple[OrderStatus, OrderStatus]] = frozenset(
         # once, and only while its lease is still the order's current one (nobody else claimed it).
         (OrderStatus.STALE, OrderStatus.SUCCEEDED),
         (OrderStatus.STALE, OrderStatus.FAILED),
+        # The same, once the lost run was requeued for a retry that nobody claimed yet: the retry was
+        # only scheduled because the API could not hear the runner; its success stands instead.
+        (OrderStatus.QUEUED, OrderStatus.SUCCEEDED),
     }
 )
 

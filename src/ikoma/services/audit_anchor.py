@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,22 @@ KEY_FILE = "audit.key"
 CHECKPOINT_FILE = "audit.checkpoints"
 
 
-@dataclass(frozen=True)
 class Anchor:
-    """Where the checkpoints go and the key that signs them."""
+    """Where the checkpoints go and the key that signs them (read, or made, on first use)."""
 
-    key: bytes
-    checkpoints: Path
+    def __init__(self, key: bytes | None, checkpoints: Path, key_file: Path | None = None) -> None:
+        if key is None and key_file is None:
+            raise ValueError("an anchor needs a key or a key file")
+        self._key = key
+        self.key_file = key_file
+        self.checkpoints = checkpoints
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            assert self.key_file is not None
+            self._key = _read_or_make_key(self.key_file)
+        return self._key
 
     def sign(self, entry_id: int, entry_hash: str) -> str:
         return hmac.new(self.key, f"{entry_id}:{entry_hash}".encode(), hashlib.sha256).hexdigest()
@@ -90,14 +99,17 @@ class Anchor:
 
 
 def load_anchor(env_key: str | None, data_dir: Path, checkpoints: Path | None = None) -> Anchor:
-    """The anchor from `IKOMA_AUDIT_KEY`, else from the data dir's key file (made on first use)."""
+    """The anchor from `IKOMA_AUDIT_KEY`, else from the data dir's key file (made when first needed)."""
     path = checkpoints or data_dir / CHECKPOINT_FILE
     if env_key:
         return Anchor(env_key.encode(), path)
-    key_path = data_dir / KEY_FILE
+    return Anchor(None, path, key_file=data_dir / KEY_FILE)
+
+
+def _read_or_make_key(key_path: Path) -> bytes:
     if not key_path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        aside = key_path.with_name(f".{KEY_FILE}.{os.getpid()}")
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        aside = key_path.with_name(f".{key_path.name}.{os.getpid()}")
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "w") as out:
@@ -108,7 +120,7 @@ def load_anchor(env_key: str | None, data_dir: Path, checkpoints: Path | None = 
                 os.link(aside, key_path)
         finally:
             aside.unlink(missing_ok=True)
-    return Anchor(key_path.read_text().strip().encode(), path)
+    return key_path.read_text().strip().encode()
 
 
 async def checkpoint(db: Database, anchor: Anchor) -> int | None:

@@ -209,6 +209,35 @@ def _completion(allowed: frozenset[OrderStatus], *, fenced: bool, reason: Reason
 _COMPLETE = _both(lambda fenced: _completion(COMPLETE_FROM, fenced=fenced, reason=Reason.COMPLETED))
 # Only a fenced call may complete late: the lease token proves nobody else claimed the order since.
 _LATE_COMPLETE = _completion(LATE_COMPLETE_FROM, fenced=True, reason=Reason.LATE_COMPLETION)
+# A late success for a lost run already requeued as a retry, as long as nobody claimed the retry: the
+# order's current attempt is still the one this lease held and the reconciler closed as STALE.
+_LATE_COMPLETE_REQUEUED = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("p_order_id"),
+        orders.c.status == OrderStatus.QUEUED.value,
+        select(order_attempts.c.attempt)
+        .where(
+            order_attempts.c.order_id == orders.c.id,
+            order_attempts.c.attempt == orders.c.attempt,
+            order_attempts.c.runner_id == bindparam("p_runner_id"),
+            order_attempts.c.lease_token == bindparam("p_lease_token"),
+            order_attempts.c.outcome == OrderStatus.STALE.value,
+        )
+        .exists(),
+    )
+    .values(
+        status=OrderStatus.SUCCEEDED.value,
+        finished_at=db_now(),
+        not_before=None,
+        report=bindparam("p_report", type_=orders.c.report.type),
+        report_version=bindparam("p_report_version"),
+        report_summary=bindparam("p_report_summary"),
+        status_reason=Reason.LATE_COMPLETION.value,
+        updated_at=db_now(),
+    )
+    .returning(*orders.c)
+)
 _LOGS_ALLOWED = _both(lambda fenced: select(orders.c.id).where(*_guard(LOGS_FROM, fenced=fenced)))
 _REQUEUE_FOR_RETRY = (
     update(orders)
@@ -580,10 +609,15 @@ class Dispatcher:
         lease_token: str | None,
         params: dict[str, Any],
     ) -> dict[str, Any] | None:
-        """A report spooled while the API was unreachable, for an order the reconciler marked STALE."""
+        """A report spooled while the API was unreachable, for an order the reconciler marked STALE
+        (and maybe requeued for a retry nobody has claimed yet: a success then ends the order)."""
         if lease_token is None or outcome not in (OrderStatus.SUCCEEDED, OrderStatus.FAILED):
             return None
+        was = OrderStatus.STALE
         row = (await tx.execute(_LATE_COMPLETE, params)).mappings().first()
+        if row is None and outcome is OrderStatus.SUCCEEDED:
+            was = OrderStatus.QUEUED
+            row = (await tx.execute(_LATE_COMPLETE_REQUEUED, params)).mappings().first()
         if row is None:
             return None
         if self.ingestor is not None:
@@ -594,7 +628,7 @@ class Dispatcher:
             [
                 history.event(
                     order_id,
-                    OrderStatus.STALE,
+                    was,
                     outcome,
                     Reason.LATE_COMPLETION,
                     attempt=row["attempt"],
@@ -625,7 +659,7 @@ class Dispatcher:
             attempt_filter.append(order_attempts.c.lease_token == lease_token)
         closed = (
             await tx.execute(
-                select(order_attempts.c.outcome, order_attempts.c.reason)
+                select(order_attempts.c.attempt, order_attempts.c.outcome, order_attempts.c.reason)
                 .where(*attempt_filter)
                 .order_by(order_attempts.c.attempt.desc())
                 .limit(1)
@@ -641,6 +675,7 @@ class Dispatcher:
             row["status"] == outcome.value
             and row["status_reason"] == Reason.LATE_COMPLETION.value
             and lease_token is not None
-            and row["lease_token"] == lease_token
+            # the lease is the order's (late after STALE) or its current attempt's (late after a requeue)
+            and (row["lease_token"] == lease_token or closed.attempt == row["attempt"])
         )
         return dict(row) if late_replay else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ from sqlalchemy import func, select, update
 
 from ikoma.domain.lifecycle import OrderStatus, Reason, RetryPolicy, decide_lost_run
 from ikoma.metrics import Metrics
-from ikoma.services import history, timeline
+from ikoma.services import audit_anchor, history, timeline
+from ikoma.services.audit_anchor import Anchor
 from ikoma.services.retention import Sweeper
 from ikoma.services.schedules import Scheduler
 from ikoma.services.wakeups import Wakeups
@@ -60,6 +62,8 @@ class Reconciler:
         retry: RetryPolicy | None = None,
         scheduler: Scheduler | None = None,
         sweeper: Sweeper | None = None,
+        anchor: Anchor | None = None,
+        checkpoint_interval: float = 60.0,
     ) -> None:
         self.db = db
         self.stale_after = stale_after
@@ -70,8 +74,24 @@ class Reconciler:
         # issue 4: collection schedules (queued in the tick's transaction) and the retention sweeper
         self.scheduler = scheduler
         self.sweeper = sweeper
+        # issue 10: signed checkpoints of the audit chain's head, written by the leader
+        self.anchor = anchor
+        self.checkpoint_interval = checkpoint_interval
+        self._last_checkpoint: float | None = None
+        # Set by run_forever: until `stale_after` has passed since this process began reconciling,
+        # silence is not judged. Runners could not reach an API that was down; they get the time to
+        # heartbeat again before their runs are called lost (no false STALE after an outage).
+        self.started_at: float | None = None
+
+    def in_grace(self, now: float | None = None) -> bool:
+        """True while runners may still be reconnecting after this process started."""
+        if self.started_at is None:
+            return False
+        now = time.monotonic() if now is None else now
+        return now - self.started_at < self.stale_after
 
     async def run_forever(self) -> None:
+        self.started_at = time.monotonic()
         while True:
             try:
                 summary = await self.tick()
@@ -87,6 +107,7 @@ class Reconciler:
                     )
                 if summary.leader:
                     await self._sweep()
+                    await self._checkpoint()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop must outlive a database outage
@@ -104,8 +125,9 @@ class Reconciler:
                     summary.leader = False
                     return summary
             await self._time_out(tx, summary)
-            await self._end_lost_runs(tx, summary)
-            await self._requeue_expired_claims(tx, summary)
+            if not self.in_grace():
+                await self._end_lost_runs(tx, summary)
+                await self._requeue_expired_claims(tx, summary)
             # after the lost runs: a runner that just went silent is offline on its server's timeline
             summary.presence_changes = await timeline.track_presence(tx, stale_after=self.stale_after)
             if self.scheduler is not None:
@@ -177,6 +199,21 @@ class Reconciler:
                 trimmed=swept.trimmed,
                 snapshots_pruned=swept.snapshots_pruned,
             )
+
+    async def _checkpoint(self) -> None:
+        """Sign the audit chain's head every `checkpoint_interval` (services/audit_anchor.py)."""
+        if self.anchor is None or self.checkpoint_interval <= 0:
+            return
+        now = time.monotonic()
+        if self._last_checkpoint is not None and now - self._last_checkpoint < self.checkpoint_interval:
+            return
+        self._last_checkpoint = now
+        try:
+            await audit_anchor.checkpoint(self.db, self.anchor)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next round tries again; reconciling must go on
+            log.warning("audit_checkpoint_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     async def _wake(self, order_ids: list[str]) -> None:
         async with self.db.read() as tx:
