@@ -115,8 +115,10 @@ def test_the_readme_first_order_block_passes_in_a_fresh_copy(tmp_path: Path) -> 
 
 
 def check_what_the_block_left(port: int, key: str, output: str) -> None:
+    """The order ran, the smoke passed and left nothing in the fleet, `/` leads to the docs."""
     assert "smoke: all" in output, output
-    assert "ready: IKOMA answers at" in output, output  # `ikoma wait`, and `ikoma up`'s own line
+    assert f"ready: IKOMA answers at http://127.0.0.1:{port}\n" in output, output  # `ikoma wait`
+    assert "; orders for server local-" in output, output  # `ikoma up`'s own ready line
 
     servers = get(port, key, "/v1/servers")
     local = [s for s in servers if s["labels"].get("ikoma") == "local"]
