@@ -43,8 +43,10 @@ def _apt(apt: dict[str, Any]) -> Text:
         return Text("not analyzed yet (apt.analyze)", style="dim")
     if status == "not_applicable":
         return Text("no apt on this server", style="dim")
-    text = Text(f"{apt.get('updates', 0)} pending, ")
-    text.append(f"{apt.get('security', 0)} security", style="yellow" if apt.get("security") else "")
+    # counts are null until an apt.analyze report was ingested (e.g. apt failed before any analysis)
+    updates, security = apt.get("updates"), apt.get("security")
+    text = Text(f"{'unknown' if updates is None else updates} pending, ")
+    text.append(f"{'unknown' if security is None else security} security", style="yellow" if security else "")
     text.append(f"  ({status}, analyzed {_when(apt.get('analyzedAt'))})", style="dim")
     return text
 
@@ -117,7 +119,10 @@ def render(
         grid.add_row("Running", Text(", ".join(running)))
     grid.add_row("Updates", _apt(state.get("apt") or {}))
     reboot = (state.get("apt") or {}).get("rebootRequired")
-    grid.add_row("Reboot", Text("required", style="yellow") if reboot else Text("not required"))
+    if reboot is None:
+        grid.add_row("Reboot", Text("unknown", style="dim"))
+    else:
+        grid.add_row("Reboot", Text("required", style="yellow") if reboot else Text("not required"))
     grid.add_row("Docker", _docker(state.get("docker") or {}))
     grid.add_row("Now", _now(state.get("metrics") or {}))
     grid.add_row("Hardware", _hardware(hardware))
