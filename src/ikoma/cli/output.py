@@ -25,7 +25,7 @@ WideOption = Annotated[
 Column = tuple[str, str]
 
 
-# Width for tables written to a pipe or file: wide enough that ids never fold, so grep and cut work.
+# Width for tables written to a pipe or file: wide enough that rows stay one line, so grep and cut work.
 PIPE_WIDTH = 250
 # Tables print ids as their first 8 characters (every command takes them back) and times to the second.
 SHORT_ID_LENGTH = 8
