@@ -1,4 +1,10 @@
-"""Fixtures: `database` runs a test on real SQLite *and* real PostgreSQL; `live_server` is a real process."""
+"""Fixtures: `database` runs a test on real SQLite *and* real PostgreSQL; `live_server` is a real process.
+
+Servers: `live_server` is fresh for every test (an empty database; it may be restarted or stopped);
+`shared_server` is one server per test module and backend, for tests that create what they use under
+unique names and assert nothing about global counts. Every process and database started here is
+stopped/dropped on every path, and `pytest_sessionfinish` is the safety net for anything left.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +19,33 @@ from ikoma.storage.database import Database
 from tests import support
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Safety net: kill every process group and drop every database this pytest process (this xdist
+    worker, never another) started and did not clean up; a leak must not load the machine further."""
+    support.clean_up()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of a module that use `shared_server` go to one xdist worker (`--dist loadgroup`), so the
+    module starts one server per backend instead of one per worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "shared_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(f"shared-server:{item.module.__name__}"))
+
+
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A PostgreSQL database migrated once; each test gets a fresh copy of it."""
     support.require_pg()
     name = support.create_pg_database("ikoma_tmpl")
-    asyncio.run(migrate.upgrade(support.pg_url(name)))
-    yield name
-    support.drop_pg_database(name)
+    try:
+        asyncio.run(migrate.upgrade(support.pg_url(name)))
+        yield name
+    finally:
+        support.drop_pg_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +65,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{target}"
         return
     name = support.create_pg_database(template=request.getfixturevalue("pg_template"))
-    yield support.pg_url(name)
-    support.drop_pg_database(name)
+    try:
+        yield support.pg_url(name)
+    finally:
+        support.drop_pg_database(name)
 
 
 @pytest.fixture
@@ -54,18 +81,24 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def server_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each backend for a live server (the server migrates it at start)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-        return
-    support.require_pg()
-    name = support.create_pg_database("ikoma_e2e")
-    yield support.pg_url(name)
-    support.drop_pg_database(name)
+    with support.server_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
 def live_server(server_database_url: str, tmp_path: Path) -> Iterator[support.LiveServer]:
-    server = support.LiveServer(database_url=server_database_url, data_dir=tmp_path / "data")
-    server.start()
-    yield server
-    server.stop()
+    """A real `ikoma serve` on an empty database of each backend, for this test alone."""
+    with support.LiveServer(database_url=server_database_url, data_dir=tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=support.BACKENDS)
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[support.LiveServer]:
+    """One real `ikoma serve` per test module and backend (see support.live_server_per_module).
+
+    A module whose tests all fit can keep using the name `live_server`:
+    `@pytest.fixture` / `def live_server(shared_server): return shared_server`.
+    """
+    yield from support.live_server_per_module(request, tmp_path_factory)

@@ -1,21 +1,31 @@
-"""Test support shared by every layer: PostgreSQL databases and a real `ikoma serve` process."""
+"""Test support shared by every layer: PostgreSQL databases and a real `ikoma serve` process.
+
+Whatever is created here is dropped or stopped on every path, failure included: databases are tracked
+per pytest process (`drop_created_databases`), processes by tests/processes.py, and tests/conftest.py
+runs both as a safety net when the session ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+
+from tests import processes
 
 PG_ADMIN_URL = os.environ.get("IKOMA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -51,15 +61,41 @@ def require_pg() -> None:
     pytest.skip(f"waits for PostgreSQL at {PG_ADMIN_URL} (set IKOMA_TEST_PG_URL)")
 
 
+# the databases this pytest process (this xdist worker) created and has not dropped yet
+_created_databases: set[str] = set()
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
 def create_pg_database(prefix: str = "ikoma_test", template: str | None = None) -> str:
-    name = f"{prefix}_{secrets.token_hex(4)}"
+    """A new database named `<prefix>_<worker>_<random>`, tracked until `drop_pg_database`."""
+    name = f"{prefix}_{WORKER}_{secrets.token_hex(4)}"
     suffix = f" TEMPLATE {template}" if template else ""
+    _created_databases.add(name)  # before CREATE: an interrupted CREATE may still have made it
     asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"{suffix}'))
     return name
 
 
 def drop_pg_database(name: str) -> None:
     asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _created_databases.discard(name)
+
+
+def drop_created_databases() -> list[str]:
+    """Drop every database this pytest process created and did not drop (never another worker's)."""
+    left = sorted(_created_databases)
+    for name in left:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+            drop_pg_database(name)
+    return left
+
+
+def clean_up() -> tuple[list[int], list[str]]:
+    """The safety net: kill the process groups, then drop the databases, that this pytest process
+    started/created and did not clean up; what it found. Runs at session end and at exit."""
+    return processes.stop_all(), drop_created_databases()
+
+
+atexit.register(clean_up)
 
 
 def free_port() -> int:
@@ -68,9 +104,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any IKOMA_*/DATABASE_URL setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
+    env.update(extra)
+    return env
+
+
 @dataclass
 class LiveServer:
-    """A real `python -m ikoma serve` process on a free port."""
+    """A real `python -m ikoma serve` process on a free port.
+
+    `start` waits for /readyz up to processes.START_TIMEOUT (IKOMA_TEST_START_TIMEOUT, 180 s); a start
+    that fails stops the process before raising `processes.StartError` with the tail of its log. Use it
+    as a context manager (`with LiveServer(...) as server:`) or call `stop` in a `finally`.
+    """
 
     database_url: str
     data_dir: Path
@@ -86,48 +134,33 @@ class LiveServer:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
-        env.update(
-            {
-                "DATABASE_URL": self.database_url,
-                "IKOMA_ADMIN_KEY": self.admin_key,
-                "IKOMA_DATA_DIR": str(self.data_dir),
-                "PORT": str(self.port),
-                "HOST": "127.0.0.1",
-                "IKOMA_LOG_LEVEL": "warning",
-                **self.extra_env,
-            }
+        return clean_env(
+            DATABASE_URL=self.database_url,
+            IKOMA_ADMIN_KEY=self.admin_key,
+            IKOMA_DATA_DIR=str(self.data_dir),
+            PORT=str(self.port),
+            HOST="127.0.0.1",
+            IKOMA_LOG_LEVEL="warning",
+            **self.extra_env,
         )
-        return env
 
-    def start(self, timeout: float = 30.0) -> None:
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "ikoma", "serve"]
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start the server and return once /readyz answers (`timeout` defaults to START_TIMEOUT)."""
         self.log_path = self.data_dir / f"server-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ikoma", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.read_log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.read_log()}")
+        self.process = processes.spawn(self.argv, env=self.env, log_path=self.log_path)
+        processes.wait_ready(
+            self.process, f"{self.url}/readyz", log_path=self.log_path, what="ikoma serve", timeout=timeout
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        """Send `sig`; SIGKILL the process group if it has not exited within 30 s."""
+        if self.process is not None:
+            processes.stop(self.process, sig)
 
     def restart(self) -> None:
         self.stop()
@@ -136,29 +169,88 @@ class LiveServer:
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
+    def log_tail(self, lines: int = processes.LOG_TAIL_LINES) -> str:
+        return processes.tail(self.read_log(), lines)
+
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"x-ikoma-admin-key": self.admin_key}, timeout=30)
+
+    def __enter__(self) -> LiveServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def server_database(backend: str, directory: Path) -> Iterator[str]:
+    """An empty database URL of `backend` ("sqlite" in `directory`, or a new PostgreSQL database),
+    dropped afterwards whatever happened."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'server.db'}"
+        return
+    require_pg()
+    name = create_pg_database("ikoma_e2e")
+    try:
+        yield pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+@contextlib.contextmanager
+def running_server(backend: str, directory: Path, **options: Any) -> Iterator[LiveServer]:
+    """A started LiveServer on a fresh database of `backend`; stopped and its database dropped on exit,
+    failure included. `options` go to LiveServer (extra_env, admin_key…)."""
+    with server_database(backend, directory) as url:
+        server = LiveServer(database_url=url, data_dir=directory / "data", **options)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def live_server_per_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, **options: Any
+) -> Iterator[LiveServer]:
+    """The body of a module-scoped server fixture, one server per module and backend.
+
+    For tests that do not need an empty database nor a restart: they must create what they use with
+    unique names and must not assert on global counts. The backend is `request.param` when the fixture
+    is parametrized (`params=support.BACKENDS`), else SQLite. Example, in a test module:
+
+        @pytest.fixture(scope="module", params=support.BACKENDS)
+        def audited_server(request, tmp_path_factory):
+            yield from support.live_server_per_module(request, tmp_path_factory, extra_env={...})
+
+    tests/conftest.py provides the plain one as the `shared_server` fixture.
+    """
+    backend = getattr(request, "param", "sqlite")
+    directory = tmp_path_factory.mktemp(f"shared-{request.node.name}-{backend}")
+    with running_server(backend, directory, **options) as server:
+        yield server
 
 
 def start_up(
     tmp_path: Path, port: int, admin_key: str, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """`ikoma up` (API + its local runner) as a real process, returned once /readyz answers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
-    env.update({"IKOMA_ADMIN_KEY": admin_key, "IKOMA_LOG_LEVEL": "warning", **(extra_env or {})})
-    with (tmp_path / "up.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ikoma", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError((tmp_path / "up.log").read_text())
+    """`ikoma up` (API + its local runner) as a real process, returned once /readyz answers.
+
+    Output goes to `tmp_path/up.log`. A start that fails stops the process group (the local runner
+    with it) and raises processes.StartError with the log's tail. Stop it with `stop_up`.
+    """
+    env = clean_env(IKOMA_ADMIN_KEY=admin_key, IKOMA_LOG_LEVEL="warning", **(extra_env or {}))
+    log_path = tmp_path / "up.log"
+    argv = [sys.executable, "-m", "ikoma", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    process = processes.spawn(argv, env=env, log_path=log_path)
+    processes.wait_ready(process, f"http://127.0.0.1:{port}/readyz", log_path=log_path, what="ikoma up")
+    return process
+
+
+def stop_up(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM `ikoma up` (it stops its local runner); SIGKILL its whole group past 30 s."""
+    processes.stop(process, signal.SIGTERM, grace=30)

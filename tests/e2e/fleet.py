@@ -1,19 +1,21 @@
 """One server with one attached runner identity, and the real runner processes started for it.
 
-Shared by the e2e tests that run `python -m ikoma runner` against a real server.
+Shared by the e2e tests that run `python -m ikoma runner` against a real server. Runners are started
+in process groups of their own (tests/processes.py): `stop_runners`/`kill` reach the whole group, and
+the session's safety net kills any a test left behind.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests import support
+from tests import processes, support
 
 FINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "STALE"}
 
@@ -61,7 +63,7 @@ class Fleet:
         return self.wait_status(order_id, FINAL, timeout=timeout)
 
     def start_runner(self, name: str = "runner", parallel: int = 1) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
+        env = support.clean_env()
         env["IKOMA_CLAIM_LEASE"] = "3"  # the runner heartbeats its orders every second (lease / 3)
         argv = [
             sys.executable, "-m", "ikoma", "runner",
@@ -70,8 +72,7 @@ class Fleet:
             "--claim-wait", "2", "--spool-retry-interval", "1", "--log-level", "info",
             "--parallel", str(parallel),
         ]  # fmt: skip
-        with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = processes.spawn(argv, env=env, log_path=self.workdir / f"{name}.log")
         self.procs.append(proc)
         return proc
 
@@ -104,13 +105,20 @@ class Fleet:
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
+    """SIGKILL a runner and its process group (its steps run in groups of their own)."""
+    processes.kill(proc)
+
+
+def unique(prefix: str) -> str:
+    """A name no other test on a shared server uses (names are unique: a second `web-1` is a 409)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def attach_fleet(server: support.LiveServer, workdir: Path, name: str = "web-1") -> Fleet:
-    """A server `name` with a runner `runner-<name>` attached, on a running API."""
+    """A server `name` with a runner `runner-<name>` attached, on a running API.
+
+    On a server shared by several tests, pass `name=unique("web")`.
+    """
     with server.admin() as admin:
         srv = admin.post("/v1/servers", json={"name": name, "hostname": f"{name}.example.net"})
         assert srv.status_code == 201, srv.text
