@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -11,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests import support
+from tests import processes, support
 
 pytestmark = pytest.mark.e2e
 
@@ -45,9 +44,9 @@ def test_logs_follow_prints_chunks_in_order_until_the_order_ends(live_server: su
     worker.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
     env.update({"IKOMA_API_URL": live_server.url, "IKOMA_ADMIN_KEY": live_server.admin_key})
-    followed = subprocess.run(
+    followed = processes.run(
         [sys.executable, "-m", "ikoma", "orders", "logs", order["id"], "--follow"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env, text=True, timeout=60,
     )  # fmt: skip
     worker.join()
     agent.close()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import support
-from tests.e2e.fleet import Fleet, attach_fleet, kill
+from tests import processes, support
+from tests.e2e.fleet import Fleet, attach_fleet, kill, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -45,14 +45,18 @@ steps:
 def ikoma(server: support.LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
     env.update({"IKOMA_API_URL": server.url, "IKOMA_ADMIN_KEY": server.admin_key})
-    return subprocess.run(
-        [sys.executable, "-m", "ikoma", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return processes.run([sys.executable, "-m", "ikoma", *args], env=env, text=True, timeout=60)
+
+
+@pytest.fixture
+def live_server(shared_server: support.LiveServer) -> support.LiveServer:
+    """One server per backend for the module: each test attaches its own server and runner."""
+    return shared_server
 
 
 @pytest.fixture
 def fleet(live_server: support.LiveServer, tmp_path: Path) -> Fleet:
-    return attach_fleet(live_server, tmp_path)
+    return attach_fleet(live_server, tmp_path, unique("web"))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ same audit log)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from ikoma.domain import tokens
-from tests import support
+from tests import processes, support
 from tests.e2e.fleet import Fleet, attach_fleet
 
 pytestmark = pytest.mark.e2e
@@ -303,9 +302,7 @@ async def test_stdio_server_lists_the_tools_and_calls_one_through_the_api(fleet:
 
 def test_stdio_server_without_a_key_says_so_on_stderr_and_nothing_on_stdout() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "ikoma", "mcp"], env=env, input=b"", capture_output=True, timeout=60
-    )
+    done = processes.run([sys.executable, "-m", "ikoma", "mcp"], env=env, input=b"", timeout=60)
     assert done.returncode == 2
     assert done.stdout == b""  # stdout is the protocol: an error there would be read as a message
     assert b"IKOMA_API_KEY" in done.stderr

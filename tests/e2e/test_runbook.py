@@ -13,10 +13,8 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from tests import support
+from tests import processes, support
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -80,13 +78,11 @@ class Ikoma:
         return httpx.Client(base_url=self.url, headers={"X-Api-Key": ADMIN_KEY}, timeout=30, trust_env=False)
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return processes.run(
             [sys.executable, "-m", "ikoma", *args],
-            capture_output=True,
             text=True,
             timeout=HTTP_TIMEOUT,
             env={**clean_env(), "IKOMA_API_URL": self.url, "IKOMA_API_KEY": self.api_key, **(env or {})},
-            check=False,
         )
 
     def log_tail(self) -> str:
@@ -116,35 +112,15 @@ def start_up(tmp_path: Path) -> Ikoma:
         }
     )
     data_dir = tmp_path / "data"
-    with (tmp_path / "up.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ikoma", "up", "--data-dir", str(data_dir), "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    ikoma = Ikoma(f"http://127.0.0.1:{port}", data_dir, apps_root, backups, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, ikoma.log_tail()
-        try:
-            if httpx.get(f"{ikoma.url}/readyz", timeout=1, trust_env=False).status_code == 200:
-                return ikoma
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"ikoma up not ready: {ikoma.log_tail()}")
+    argv = [sys.executable, "-m", "ikoma", "up", "--data-dir", str(data_dir), "--port", str(port)]
+    process = processes.spawn(argv, env=env, log_path=tmp_path / "up.log")
+    # on failure the process group (the local runner with it) is stopped, and the log's tail shown
+    processes.wait_ready(process, f"http://127.0.0.1:{port}/readyz", log_path=tmp_path / "up.log")
+    return Ikoma(f"http://127.0.0.1:{port}", data_dir, apps_root, backups, process)
 
 
 def stop_up(ikoma: Ikoma) -> None:
-    if ikoma.process.poll() is None:
-        ikoma.process.send_signal(signal.SIGTERM)
-        try:
-            ikoma.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            ikoma.process.kill()
-            ikoma.process.wait(timeout=10)
+    support.stop_up(ikoma.process)
 
 
 def stop_apps(apps_root: Path) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import support
-from tests.e2e.fleet import Fleet, attach_fleet, kill
+from tests import processes, support
+from tests.e2e.fleet import Fleet, attach_fleet, kill, unique
 
 pytestmark = [pytest.mark.e2e]
 
@@ -44,13 +44,27 @@ def _gone(pid: int, timeout: float = 5.0) -> bool:
 
 
 @pytest.fixture
-def fleet(live_server: support.LiveServer, tmp_path: Path) -> Fleet:
-    return attach_fleet(live_server, tmp_path)
+def fleet(shared_server: support.LiveServer, tmp_path: Path) -> Fleet:
+    """On the module's server (one per backend): a server and runner of the test's own."""
+    return attach_fleet(shared_server, tmp_path, unique("web"))
 
 
 @pytest.fixture
 def runner(fleet: Fleet) -> Iterator[subprocess.Popen[bytes]]:
     proc = fleet.start_runner()
+    yield proc
+    kill(proc)
+
+
+@pytest.fixture
+def private_fleet(live_server: support.LiveServer, tmp_path: Path) -> Fleet:
+    """On a server of the test's own, for a test that stops and restarts the API."""
+    return attach_fleet(live_server, tmp_path)
+
+
+@pytest.fixture
+def private_runner(private_fleet: Fleet) -> Iterator[subprocess.Popen[bytes]]:
+    proc = private_fleet.start_runner()
     yield proc
     kill(proc)
 
@@ -115,7 +129,7 @@ def test_runner_killed_mid_order_leaves_it_stale(server_database_url: str, tmp_p
     server = support.LiveServer(
         database_url=server_database_url,
         data_dir=tmp_path / "data",
-        extra_env={"IKOMA_STALE_AFTER": "3", "IKOMA_RECONCILE_INTERVAL": "0.5"},
+        extra_env={"IKOMA_STALE_AFTER": "3", "IKOMA_CLAIM_LEASE": "6", "IKOMA_RECONCILE_INTERVAL": "0.5"},
     )
     server.start()
     pid_file = tmp_path / "child.pid"
@@ -154,8 +168,9 @@ def test_step_output_is_streamed_to_the_order_logs(fleet: Fleet, runner: subproc
 
 
 def test_completion_survives_an_api_outage_through_the_spool(
-    fleet: Fleet, runner: subprocess.Popen[bytes], tmp_path: Path
+    private_fleet: Fleet, private_runner: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
+    fleet = private_fleet
     order_id = fleet.order("shell.exec", {"argv": ["sleep", "2"]})
     fleet.wait_status(order_id, {"RUNNING"})
     fleet.server.stop()
@@ -185,8 +200,9 @@ def test_second_sigterm_kills_the_running_step_and_exits_1(
 
 
 def test_register_writes_private_credentials_the_agent_can_use(
-    live_server: support.LiveServer, tmp_path: Path
+    shared_server: support.LiveServer, tmp_path: Path
 ) -> None:
+    live_server = shared_server
     with live_server.admin() as admin:
         response = admin.post("/v1/runner-bootstrap-tokens", json={"name": "boot-1", "expiresInSeconds": 600})
     assert response.status_code == 201, response.text
@@ -195,12 +211,12 @@ def test_register_writes_private_credentials_the_agent_can_use(
     env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
     argv = [sys.executable, "-m", "ikoma", "runner", "register", "--api-url", live_server.url]
     argv += ["--bootstrap-token", token, "--config", str(config)]
-    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+    first = processes.run(argv, env=env, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert config.stat().st_mode & 0o777 == 0o600
-    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+    again = processes.run(argv, env=env, text=True, timeout=60)
     assert again.returncode == 1  # one-time token
-    agent = subprocess.Popen(
+    agent = processes.spawn(
         [
             sys.executable,
             "-m",

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import support
-from tests.e2e.fleet import Fleet, attach_fleet
+from tests.e2e.fleet import Fleet, attach_fleet, unique
 
 pytestmark = [pytest.mark.e2e]
 
@@ -30,8 +30,9 @@ BUILTIN_KEYS = {
 
 
 @pytest.fixture
-def fleet(live_server: support.LiveServer, tmp_path: Path) -> Iterator[Fleet]:
-    fleet = attach_fleet(live_server, tmp_path, name="host-1")
+def fleet(shared_server: support.LiveServer, tmp_path: Path) -> Iterator[Fleet]:
+    """On the module's server (one per backend): a server and runner of the test's own."""
+    fleet = attach_fleet(shared_server, tmp_path, name=unique("host"))
     fleet.start_runner()
     yield fleet
     fleet.stop_runners()

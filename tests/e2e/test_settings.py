@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ikoma import __version__
-from tests import support
+from tests import processes, support
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +28,7 @@ def run_ikoma(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
         }
     )
     # A timeout, so that a server that wrongly starts fails the test instead of hanging it.
-    return subprocess.run(
-        [sys.executable, "-m", "ikoma", *args],
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return processes.run([sys.executable, "-m", "ikoma", *args], env=clean, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -73,8 +66,6 @@ def test_db_migrate_creates_a_missing_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "not" / "yet" / "there"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
     env["IKOMA_DATA_DIR"] = str(data_dir)
-    result = subprocess.run(
-        [sys.executable, "-m", "ikoma", "db", "migrate"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = processes.run([sys.executable, "-m", "ikoma", "db", "migrate"], env=env, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert (data_dir / "ikoma.db").is_file()

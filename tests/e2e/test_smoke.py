@@ -2,12 +2,11 @@
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests import support
+from tests import processes, support
 
 SMOKE = Path(__file__).resolve().parents[2] / "scripts" / "smoke.sh"
 
@@ -18,17 +17,15 @@ pytestmark = [
 
 def test_smoke_script_passes_every_check(live_server: support.LiveServer) -> None:
     assert shutil.which("curl"), "scripts/smoke.sh needs curl"
-    result = subprocess.run(
+    result = processes.run(
         ["bash", str(SMOKE)],
         env={
             "PATH": os.environ["PATH"],
             "API_URL": f"{live_server.url}/v1",
             "IKOMA_ADMIN_KEY": live_server.admin_key,
         },
-        capture_output=True,
         text=True,
         timeout=90,
-        check=False,
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "smoke: all" in result.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import support
+from tests import processes, support
 
 pytestmark = pytest.mark.e2e
 
@@ -65,30 +64,25 @@ def test_up_collects_facts_metrics_and_apt_on_schedule_and_shows_them(tmp_path: 
 
         cli_env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
         cli_env.update({"IKOMA_API_URL": base, "IKOMA_API_KEY": ADMIN_KEY, "COLUMNS": "160"})
-        shown = subprocess.run(
+        shown = processes.run(
             [sys.executable, "-m", "ikoma", "servers", "show", server["name"]],
             env=cli_env,
-            capture_output=True,
             text=True,
             timeout=60,
-            check=False,
         )
         assert shown.returncode == 0, shown.stderr
         for label in ("Up", "Updates", "Reboot", "Docker", "Now", "Hardware", "Timeline", server["name"]):
             assert label in shown.stdout, (label, shown.stdout)
         assert "order.succeeded" in shown.stdout
-        as_json = subprocess.run(
+        as_json = processes.run(
             [sys.executable, "-m", "ikoma", "servers", "show", server["id"], "--json"],
             env=cli_env,
-            capture_output=True,
             text=True,
             timeout=60,
-            check=False,
         )
         assert as_json.returncode == 0, as_json.stderr
         document = json.loads(as_json.stdout)
         assert document["state"]["serverId"] == server["id"]
         assert document["timeline"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        support.stop_up(process)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import support
+from tests import processes, support
 
 pytestmark = pytest.mark.e2e
 
@@ -64,14 +64,12 @@ def server_database_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def server(server_database_url: str, tmp_path: Path) -> Iterator[support.LiveServer]:
-    live = support.LiveServer(
+    with support.LiveServer(
         database_url=server_database_url,
         data_dir=tmp_path / "data",
         extra_env={"IKOMA_AUDIT_LOG": str(tmp_path / "audit.jsonl")},
-    )
-    live.start()
-    yield live
-    live.stop()
+    ) as live:
+        yield live
 
 
 def client(server: support.LiveServer, key: str, role: str | None = None) -> httpx.Client:
@@ -275,14 +273,7 @@ def run_cli(server: support.LiveServer, key: str, *args: str) -> subprocess.Comp
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
     # COLUMNS keeps table rows on one line whatever terminal (or none) the suite runs in
     env.update({"IKOMA_API_URL": server.url, "IKOMA_API_KEY": key, "COLUMNS": "250", "NO_COLOR": "1"})
-    return subprocess.run(
-        [sys.executable, "-m", "ikoma", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return processes.run([sys.executable, "-m", "ikoma", *args], text=True, env=env, timeout=60)
 
 
 def test_cli_lists_tools_runs_one_and_reads_the_audit_log(server: support.LiveServer) -> None:

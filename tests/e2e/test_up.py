@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import stat
 import subprocess
 import time
@@ -23,8 +22,7 @@ def _start_up(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
+    support.stop_up(process)  # SIGTERM; past 30 s SIGKILL for it and its local runner
 
 
 def _admin(port: int) -> httpx.Client:
