@@ -11,30 +11,35 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, delete, insert, inspect, select
 
 from ikoma.storage.database import create_sqlite_engine
 from ikoma.storage.tables import metadata, migration_history
 from ikoma.storage.urls import dialect_of, driver_url
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+# alembic (with mako, its templates) is imported where it is used, not with this module: importing the
+# API must stay cheap (`python -X importtime -c 'import ikoma.api.app'`), and the tests import it a lot
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
 
 
 def script_directory() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -85,6 +90,8 @@ def _record_version(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
 
 
 def _upgrade(conn: Connection, target: str = "head") -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = conn
     config.attributes["on_version_apply"] = _record_version
@@ -97,6 +104,8 @@ async def upgrade(url: str, target: str = "head") -> None:
 
 
 def _downgrade(conn: Connection, target: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = conn
     config.attributes["on_version_apply"] = _record_version
@@ -108,6 +117,8 @@ async def downgrade(url: str, target: str) -> None:
 
 
 def current_revision(conn: Connection) -> str | None:
+    from alembic.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
 
 
@@ -149,6 +160,9 @@ def _check(conn: Connection) -> CheckReport:
         if revision not in known:
             report.problems.append(f"revision {revision} is recorded but its migration file is missing")
     if report.current == head:
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
         for diff in compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata):
             report.problems.append(f"models and migrations differ: {diff}")
     return report
