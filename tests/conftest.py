@@ -28,17 +28,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         print(f"\nsafety net: killed process groups {killed}, dropped databases {dropped}", file=sys.stderr)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of a module that use `shared_server` go to one xdist worker (`--dist loadgroup`), so the
-    module starts one server per backend instead of one per worker."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if "shared_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(f"shared-server:{item.module.__name__}"))
-
-
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A PostgreSQL database migrated once; each test gets a fresh copy of it."""
@@ -103,5 +92,8 @@ def shared_server(
 
     A module whose tests all fit can keep using the name `live_server`:
     `@pytest.fixture` / `def live_server(shared_server): return shared_server`.
+    Under xdist each worker that runs some of the module's tests starts its own (`--dist loadgroup`
+    would keep a module on one worker, but pytest-xdist 3.8 ignores its groups on pytest 9.2:
+    pytest-dev/pytest-xdist#1386).
     """
     yield from support.live_server_per_module(request, tmp_path_factory)

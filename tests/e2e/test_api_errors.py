@@ -20,7 +20,6 @@ from tests import support
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.xdist_group("api-errors"),  # with --dist loadgroup: one worker, one server per backend
 ]
 
 ERROR_KEYS = {"reason", "message", "details", "errors"}
