@@ -14,6 +14,7 @@ from ikoma.services.ingest import Ingestor
 from ikoma.services.reconciler import Reconciler
 from ikoma.services.retention import Sweeper
 from ikoma.services.schedules import Scheduler
+from ikoma.services.vault import Vault, load_vault
 from ikoma.services.wakeups import Wakeups
 from ikoma.settings import Settings
 from ikoma.storage.database import Database
@@ -28,6 +29,7 @@ class Context:
     dispatcher: Dispatcher
     reconciler: Reconciler
     artifacts: Artifacts
+    vault: Vault
     keyring: AdminKeyring = field(default_factory=lambda: AdminKeyring(()))
     head_revision: str = ""
 
@@ -37,6 +39,9 @@ def build(settings: Settings) -> Context:
     wakeups = Wakeups()
     metrics = Metrics()
     artifacts = Artifacts(settings.data_dir, retention_of(settings))
+    vault = load_vault(
+        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None, settings.data_dir
+    )
     return Context(
         settings=settings,
         db=db,
@@ -48,6 +53,7 @@ def build(settings: Settings) -> Context:
             wakeups=wakeups,
             metrics=metrics,
             ingestor=Ingestor(artifacts),
+            vault=vault,
         ),
         reconciler=Reconciler(
             db,
@@ -75,6 +81,7 @@ def build(settings: Settings) -> Context:
             checkpoint_interval=settings.audit_checkpoint_interval,
         ),
         artifacts=artifacts,
+        vault=vault,
     )
 
 

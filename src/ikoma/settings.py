@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # signed checkpoints (default: <data dir>/audit.key, made 0600), their file, and how often the
     # reconciler's leader signs the chain's head (0: never)
     audit_key: SecretStr | None = Field(default=None, validation_alias="IKOMA_AUDIT_KEY")
+    # Fernet keys sealing secrets at rest (services/vault.py), the first seals; default: a key file
+    # <data dir>/encryption.keys made 0600 when a secret is first sealed
+    encryption_keys: SecretStr | None = Field(default=None, validation_alias="IKOMA_ENCRYPTION_KEYS")
     audit_checkpoints: Path | None = Field(default=None, validation_alias="IKOMA_AUDIT_CHECKPOINTS")
     audit_checkpoint_interval: float = Field(
         default=60.0, ge=0, le=86400, validation_alias="IKOMA_AUDIT_CHECKPOINT_INTERVAL"

@@ -186,6 +186,7 @@ async def create_order(
         idempotency_key=idempotency_key,
         default_timeout=ctx.settings.order_timeout,
         actor=principal.actor,
+        vault=ctx.vault,
     )
     if replayed:
         response.status_code = 200

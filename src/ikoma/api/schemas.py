@@ -6,11 +6,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from ikoma.contracts.playbook import StepDefinition
+from ikoma.domain.secret_params import redact_params
 
 
 def _utc(value: datetime) -> datetime:
@@ -208,12 +209,25 @@ class OrderPublic(Public):
     report_summary: str | None
     status_reason: str | None
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _secrets_hidden(cls, params: Any) -> Any:
+        # every reader but the lease holder sees a placeholder for a secret param (sealed at rest)
+        return redact_params(params) if isinstance(params, dict) else params
+
 
 class ClaimedOrder(OrderPublic):
+    """What the runner holding the lease gets: its secret params opened (by the dispatcher)."""
+
     lease_token: str = Field(description="Fencing token: present it on start, heartbeat and complete.")
     steps: list[dict[str, Any]] | None = Field(
         default=None, description="For a declarative playbook: its steps as of the order's creation."
     )
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _secrets_hidden(cls, params: Any) -> Any:
+        return params  # the lease holder's view: the dispatcher opened exactly what it may see
 
 
 class AttemptPublic(Public):

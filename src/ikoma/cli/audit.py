@@ -89,16 +89,17 @@ def verify() -> None:
     from ikoma.storage.database import Database
 
     settings = settings_for_reading("verify the audit log")
-    anchor = audit_anchor.load_anchor(
+    configured = audit_anchor.load_anchor(
         settings.audit_key.get_secret_value() if settings.audit_key else None,
         settings.data_dir,
         settings.audit_checkpoints,
     )
-    if anchor.key_file is not None and not anchor.key_file.exists():
-        if anchor.checkpoints.exists():  # signed checkpoints without their key: someone removed it
+    anchor: audit_anchor.Anchor | None = configured
+    if configured.key_file is not None and not configured.key_file.exists():
+        if configured.checkpoints.exists():  # signed checkpoints without their key: someone removed it
             typer.secho(
-                f"problem: {anchor.checkpoints} holds signed checkpoints but the audit key "
-                f"{anchor.key_file} is missing (set IKOMA_AUDIT_KEY or restore the file)",
+                f"problem: {configured.checkpoints} holds signed checkpoints but the audit key "
+                f"{configured.key_file} is missing (set IKOMA_AUDIT_KEY or restore the file)",
                 fg="red",
                 err=True,
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ikoma.domain.secret_params import redact_params
+
 OUTPUT_LINES = 20  # the tail of a step's output kept in the report; the whole log is the artifact
 MAX_DATA_KEYS = 12
 
@@ -86,7 +88,8 @@ def render(
             out.append(f"- **{label}**: {order[key]}")
     out.append(f"- **Duration**: {_duration(report.get('durationMs'))}")
     if order.get("params"):
-        params = ", ".join(f"{k}={v!r}" for k, v in order["params"].items())
+        shown = redact_params(order["params"]) or {}
+        params = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         out.append(f"- **Params**: {_cell(params)}")
     out += ["", "## Summary", "", summary or "_no summary_", ""]
 

@@ -72,3 +72,11 @@ def redact_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
         key: (PLACEHOLDER if is_sealed(value) or (is_secret_name(key) and value is not None) else value)
         for key, value in params.items()
     }
+
+
+def hide_secrets(schema: Mapping[str, Any] | None, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params as a record may show them (the audit log): each secret value is the placeholder."""
+    names = secret_names(schema, params)
+    return {
+        key: PLACEHOLDER if key in names and value is not None else value for key, value in params.items()
+    }

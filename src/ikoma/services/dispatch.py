@@ -33,9 +33,11 @@ from ikoma.domain.lifecycle import (
     diagnose_runner_refusal,
     should_retry,
 )
+from ikoma.domain.secret_params import is_sealed, unseal_params
 from ikoma.metrics import Metrics
 from ikoma.services import history
 from ikoma.services.ingest import Ingestor
+from ikoma.services.vault import SecretUnreadable, Vault
 from ikoma.services.wakeups import FALLBACK_POLL_SECONDS, Wakeups
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
@@ -281,8 +283,11 @@ class Dispatcher:
         metrics: Metrics,
         retry: RetryPolicy | None = None,
         ingestor: Ingestor | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.db = db
+        # opens sealed secret params for the runner that holds the lease, and for nobody else
+        self.vault = vault
         self.claim_lease = claim_lease
         self.wakeups = wakeups
         self.metrics = metrics
@@ -389,8 +394,14 @@ class Dispatcher:
                     )
                 ],
             )
+            claimed = dict(row)
+            if any(is_sealed(value) for value in (claimed["params"] or {}).values()):
+                if self.vault is None:
+                    raise SecretUnreadable("this order has sealed params and no vault is configured")
+                # inside the transaction: a secret that cannot be opened leaves the order QUEUED
+                claimed["params"] = unseal_params(claimed["params"], self.vault.unseal)
             tx.after_commit(self._count_claim)
-        return dict(row)
+        return claimed
 
     def _count_claim(self) -> None:
         self.metrics.claims.inc()

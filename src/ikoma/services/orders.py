@@ -15,17 +15,24 @@ from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain.errors import Conflict, Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus, Reason, check_transition
+from ikoma.domain.secret_params import seal_params, secret_names
 from ikoma.services import history
 from ikoma.services.playbooks import find_playbook
+from ikoma.services.vault import Vault
 from ikoma.services.wakeups import Wakeups
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import order_attempts, order_events, orders, runners, servers
 
 
-def request_hash(body: dict[str, Any]) -> str:
-    """A stable fingerprint of a create request, to tell a replay from a different request."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def request_hash(body: dict[str, Any], vault: Vault | None = None) -> str:
+    """A stable fingerprint of a create request, to tell a replay from a different request.
+
+    Keyed by the vault when there is one: the body may hold a secret param, and a plain hash of it
+    stored in the database could be brute-forced.
+    """
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return vault.fingerprint(canonical) if vault is not None else hashlib.sha256(canonical).hexdigest()
 
 
 async def _by_idempotency_key(tx: Tx, key: str) -> dict[str, Any] | None:
@@ -81,9 +88,10 @@ async def create_order(
     idempotency_key: str | None,
     default_timeout: float,
     actor: str = "admin",
+    vault: Vault | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Queue an order; returns (order, replayed). The same key and body gives back the same order."""
-    fingerprint = request_hash(body)
+    fingerprint = request_hash(body, vault)
     if idempotency_key is not None:
         async with db.read() as tx:
             existing = await _by_idempotency_key(tx, idempotency_key)
@@ -105,6 +113,7 @@ async def create_order(
                 idempotency_key=idempotency_key,
                 fingerprint=fingerprint,
                 actor=actor,
+                vault=vault,
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -126,9 +135,12 @@ async def insert_order(
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
     actor: str = "admin",
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
     """Queue an order inside the caller's transaction (so it commits, or not, with what goes with it).
 
+    Secret params (by name, or `writeOnly`/`x-secret` in the playbook's schema) are stored sealed by
+    `vault`; without one, an order with a secret param is refused rather than stored in plaintext.
     The eligible runners are woken once the transaction has committed.
     """
     order_id = str(uuid.uuid4())
@@ -168,6 +180,11 @@ async def insert_order(
         runner_id = server.runner_id
     params = with_defaults(playbook["params_schema"], body.get("params") or {})
     validate_params(playbook["params_schema"], params)
+    secrets = secret_names(playbook["params_schema"], params)
+    if secrets:
+        if vault is None:
+            raise RuntimeError("secret params need the vault; none was given")  # a wiring bug, not input
+        params = seal_params(params, secrets, vault.seal)
     timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
     row = (
         (
@@ -188,7 +205,7 @@ async def insert_order(
                     cancel_requested=False,
                     status_reason=Reason.CREATED.value,
                     idempotency_key=idempotency_key,
-                    request_hash=fingerprint or request_hash(body),
+                    request_hash=fingerprint or request_hash(body, vault),
                     steps=playbook["steps"],
                 )
                 .returning(*orders.c)

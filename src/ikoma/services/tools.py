@@ -20,6 +20,7 @@ from sqlalchemy import select
 from ikoma.domain.errors import DomainError, Forbidden, Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.roles import Role
+from ikoma.domain.secret_params import hide_secrets
 from ikoma.services import audit, orders
 from ikoma.services.audit import Channel
 from ikoma.services.identity import Principal
@@ -130,6 +131,8 @@ async def execute_tool(
     call = _Call(ctx, principal, tool, params, channel)
     try:
         playbook = await call.find_playbook()
+        # the audit entry shows the schema's secret params as a placeholder too (names are masked anyway)
+        call.params = hide_secrets(playbook["params_schema"], params)
         call.target = _target(params)
         call.authorize(playbook)
         check_confirmation(playbook, params)
@@ -147,6 +150,7 @@ async def execute_tool(
             {"server_id": str(server["id"]), "playbook_key": tool, "params": params, "action": "run"},
             default_timeout=ctx.settings.order_timeout,
             actor=principal.actor,
+            vault=ctx.vault,
         )
         # in the order's transaction: if the audit entry cannot be written, the order does not exist
         await audit.append(

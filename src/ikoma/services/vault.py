@@ -11,8 +11,10 @@ Fernet is AES-128-CBC + HMAC-SHA256 with a timestamp: a changed byte is refused,
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -33,16 +35,26 @@ class VaultKeyError(Exception):
 
 
 class Vault:
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        if not keys:
-            raise VaultKeyError("at least one encryption key is needed")
-        try:
-            self._fernet = MultiFernet([Fernet(key) for key in keys])
-        except (ValueError, TypeError) as exc:
-            raise VaultKeyError(
-                "an encryption key is not a Fernet key (32 url-safe base64 bytes; "
-                "make one with `ikoma secrets new-key`)"
-            ) from exc
+    def __init__(self, keys: Sequence[bytes] | Callable[[], Sequence[bytes]]) -> None:
+        """`keys`, or a function giving them when first needed (a key file is made only when used)."""
+        self._load = keys if callable(keys) else None
+        self._keys: tuple[MultiFernet, bytes] | None = None if callable(keys) else _fernet(keys)
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        return self._loaded()[0]
+
+    def _loaded(self) -> tuple[MultiFernet, bytes]:
+        if self._keys is None:
+            assert self._load is not None
+            self._keys = _fernet(self._load())
+        return self._keys
+
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed digest (HMAC-SHA256 under a key derived from the current key): a fingerprint of a
+        request that holds a secret cannot be brute-forced from the database alone."""
+        derived = hashlib.sha256(b"ikoma-fingerprint\0" + self._loaded()[1]).digest()
+        return hmac.new(derived, data, hashlib.sha256).hexdigest()
 
     def seal(self, plaintext: str) -> str:
         return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
@@ -62,19 +74,36 @@ class Vault:
         return PREFIX + self._fernet.rotate(sealed[len(PREFIX) :].encode()).decode()
 
 
+def _fernet(keys: Sequence[bytes]) -> tuple[MultiFernet, bytes]:
+    """The keys as one MultiFernet (the first seals, all open), and the first key itself."""
+    if not keys:
+        raise VaultKeyError("at least one encryption key is needed")
+    try:
+        return MultiFernet([Fernet(key) for key in keys]), bytes(keys[0])
+    except (ValueError, TypeError) as exc:
+        raise VaultKeyError(
+            "an encryption key is not a Fernet key (32 url-safe base64 bytes, e.g. from "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)"
+        ) from exc
+
+
 def new_key() -> str:
     return Fernet.generate_key().decode()
 
 
 def load_vault(env_keys: str | None, data_dir: Path) -> Vault:
-    """The vault from the environment's keys, or from the data dir's key file (made on first use)."""
+    """The vault from the environment's keys, or from the data dir's key file (read, or made, on first
+    use: a process that never seals anything leaves no file behind)."""
     if env_keys:
         return Vault([k.strip().encode() for k in env_keys.split(",") if k.strip()])
     path = data_dir / KEYS_FILE
-    if not path.exists():
-        _create_key_file(path)
-    keys = [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
-    return Vault(keys)
+
+    def from_file() -> list[bytes]:
+        if not path.exists():
+            _create_key_file(path)
+        return [line.strip().encode() for line in path.read_text().splitlines() if line.strip()]
+
+    return Vault(from_file)
 
 
 def _create_key_file(path: Path) -> None:
