@@ -119,14 +119,29 @@ class RunnerClient:
     async def complete(
         self, order_id: str, lease_token: str, status: str, report: dict[str, Any]
     ) -> dict[str, Any]:
-        body = {"leaseToken": lease_token, "status": status, "report": report}
+        body = {"leaseToken": lease_token, "status": status, "report": without_nul(report)}
         return dict((await self._post(f"/v1/runner/orders/{order_id}/complete", body)).json())
 
     async def send_logs(
         self, order_id: str, lease_token: str, chunks: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        body = {"leaseToken": lease_token, "chunks": chunks}
+        body = {"leaseToken": lease_token, "chunks": without_nul(chunks)}
         return dict((await self._post(f"/v1/runner/orders/{order_id}/logs", body)).json())
+
+
+def without_nul(value: Any) -> Any:
+    """The value with every NUL character (keys included) replaced by U+FFFD.
+
+    The API refuses NUL in JSON text (PostgreSQL cannot store it), while a program's output or a
+    parsed file may contain one: a log batch or report refused for it would be retried forever.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 async def register(

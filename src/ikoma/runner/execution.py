@@ -199,6 +199,7 @@ class ExecutionContext:
             task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=1.0)  # lets asyncio close the pipe transports
+        _close_pipes(proc)
         exit_code = exited.result()
         if status is None:
             status = "SUCCEEDED" if exit_code == 0 else "FAILED"
@@ -243,6 +244,18 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int:
     while proc.returncode is None:  # noqa: ASYNC110 - asyncio offers no exit-only event to await
         await asyncio.sleep(0.05)
     return proc.returncode
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    """Close the step's pipes even when a process that left the step (a detached daemon that kept
+    stdout) still holds them: otherwise every such step leaks two descriptors in the runner.
+
+    asyncio exposes no public way to close a finished Process's transport; `_transport` is the
+    documented-by-source `SubprocessTransport` it wraps. Its `close` only kills a leader that is
+    still running, and ours has exited (or been killed) by now."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None and not transport.is_closing():
+        transport.close()
 
 
 def _ms_since(started: float) -> int:
