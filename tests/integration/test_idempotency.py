@@ -126,3 +126,50 @@ async def test_concurrent_creates_with_one_key_and_two_bodies_make_one_order_and
     assert len(refused) == 5
     assert len({order["id"] for order, _ in created}) == 1
     assert await h.count_rows(database, orders_table) == 1
+
+
+async def test_the_same_key_from_two_callers_makes_two_orders_and_reveals_nothing(database: Database) -> None:
+    """Keys are per caller: another client choosing the same key is neither replayed nor refused."""
+    pair = await h.make_pair(database)
+    body = h.order_body(pair.server_id, params={"message": "hello"})
+
+    mine, _ = await orders.create_order(
+        database,
+        Wakeups(),
+        body,
+        idempotency_key=KEY,
+        default_timeout=h.DEFAULT_TIMEOUT,
+        actor="api_client:a",
+    )
+    theirs, replayed = await orders.create_order(
+        database,
+        Wakeups(),
+        body,
+        idempotency_key=KEY,
+        default_timeout=h.DEFAULT_TIMEOUT,
+        actor="api_client:b",
+    )
+    other_body = h.order_body(pair.server_id, params={"message": "other"})
+    with pytest.raises(Conflict) as refused:
+        await orders.create_order(
+            database,
+            Wakeups(),
+            other_body,
+            idempotency_key=KEY,
+            default_timeout=h.DEFAULT_TIMEOUT,
+            actor="api_client:b",
+        )
+
+    assert not replayed
+    assert theirs["id"] != mine["id"]
+    assert refused.value.details["orderId"] == theirs["id"]  # its own order, never the other caller's
+    again, replayed_again = await orders.create_order(
+        database,
+        Wakeups(),
+        body,
+        idempotency_key=KEY,
+        default_timeout=h.DEFAULT_TIMEOUT,
+        actor="api_client:a",
+    )
+    assert replayed_again
+    assert again["id"] == mine["id"]

@@ -35,8 +35,17 @@ def request_hash(body: dict[str, Any], vault: Vault | None = None) -> str:
     return vault.fingerprint(canonical) if vault is not None else hashlib.sha256(canonical).hexdigest()
 
 
-async def _by_idempotency_key(tx: Tx, key: str) -> dict[str, Any] | None:
-    row = (await tx.execute(select(orders).where(orders.c.idempotency_key == key))).mappings().first()
+async def _by_idempotency_key(tx: Tx, scope: str, key: str) -> dict[str, Any] | None:
+    """The caller's own order with this key: keys are per caller, another client's are invisible."""
+    row = (
+        (
+            await tx.execute(
+                select(orders).where(orders.c.idempotency_scope == scope, orders.c.idempotency_key == key)
+            )
+        )
+        .mappings()
+        .first()
+    )
     return None if row is None else dict(row)
 
 
@@ -94,7 +103,7 @@ async def create_order(
     fingerprint = request_hash(body, vault)
     if idempotency_key is not None:
         async with db.read() as tx:
-            existing = await _by_idempotency_key(tx, idempotency_key)
+            existing = await _by_idempotency_key(tx, actor, idempotency_key)
         if existing is not None:
             return _replay(existing, fingerprint, idempotency_key), True
     try:
@@ -102,7 +111,7 @@ async def create_order(
             if idempotency_key is not None:
                 # Re-read inside the write transaction: on SQLite writers are serialized, so this
                 # closes the race; on PostgreSQL the unique index catches it (handled below).
-                existing = await _by_idempotency_key(tx, idempotency_key)
+                existing = await _by_idempotency_key(tx, actor, idempotency_key)
                 if existing is not None:
                     return _replay(existing, fingerprint, idempotency_key), True
             row = await insert_order(
@@ -119,7 +128,7 @@ async def create_order(
         if idempotency_key is None:
             raise
         async with db.read() as tx:
-            existing = await _by_idempotency_key(tx, idempotency_key)
+            existing = await _by_idempotency_key(tx, actor, idempotency_key)
         if existing is None:
             raise
         return _replay(existing, fingerprint, idempotency_key), True
@@ -205,6 +214,7 @@ async def insert_order(
                     cancel_requested=False,
                     status_reason=Reason.CREATED.value,
                     idempotency_key=idempotency_key,
+                    idempotency_scope=actor if idempotency_key is not None else None,
                     request_hash=fingerprint or request_hash(body, vault),
                     steps=playbook["steps"],
                 )

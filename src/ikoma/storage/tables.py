@@ -135,7 +135,7 @@ orders = Table(
     Column("report_version", String(8)),
     Column("report_summary", Text),
     Column("status_reason", String(64)),
-    Column("idempotency_key", String(200), unique=True),
+    Column("idempotency_key", String(200)),
     Column("request_hash", String(64)),
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
     Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
@@ -145,9 +145,13 @@ orders = Table(
     # a declarative playbook's steps as they were when the order was created (migration 0004): an order
     # runs what was asked for, even if the playbook is changed while it waits
     Column("steps", Json),
+    # who created the order, when it came with an Idempotency-Key (migration 0008): keys are unique per
+    # caller, another client's key is another key
+    Column("idempotency_scope", String(100)),
     CheckConstraint(f"status IN ({ORDER_STATUSES})", name="status"),
 )
 # claim-next: the oldest QUEUED order of a runner, or of its server.
+UniqueConstraint(orders.c.idempotency_scope, orders.c.idempotency_key)
 Index("ix_orders_claim_runner", orders.c.runner_id, orders.c.status, orders.c.created_at)
 Index("ix_orders_claim_server", orders.c.server_id, orders.c.status, orders.c.created_at)
 # listing newest first, and the reconciler's scans of CLAIMED/RUNNING orders.
