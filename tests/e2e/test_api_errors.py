@@ -417,14 +417,14 @@ def test_long_poll_claim_is_answered_by_an_order_created_while_waiting(
 
     def poll() -> None:
         started = time.monotonic()
-        answer["response"] = runner.post("/v1/runner/orders/claim-next?wait=5")
+        answer["response"] = runner.post("/v1/runner/orders/claim-next?wait=25")
         answer["elapsed"] = time.monotonic() - started
 
     waiter = threading.Thread(target=poll)
     waiter.start()
     time.sleep(0.5)  # let the claim start waiting before the order exists
     order = create_order(admin, runner.server_id)
-    waiter.join(timeout=15)
+    waiter.join(timeout=40)
     assert not waiter.is_alive()
     response = answer["response"]
     assert response.status_code == 200, response.text
@@ -433,7 +433,7 @@ def test_long_poll_claim_is_answered_by_an_order_created_while_waiting(
     assert response.json()["leaseToken"]
     # Answered when the order arrived (~0.5 s in), not when the wait ran out; the bound is loose on
     # purpose: wake-up latency is measured by the benchmark, not asserted here.
-    assert answer["elapsed"] < 5, answer["elapsed"]
+    assert answer["elapsed"] < 20, answer["elapsed"]  # the wait was 25 s: it did not run out
 
 
 # --- cancel ----------------------------------------------------------------------------------------------

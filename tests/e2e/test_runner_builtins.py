@@ -7,7 +7,6 @@ docker.prune is left to the unit tests, which use a fake docker.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ def _data(report: dict[str, Any], step: str) -> dict[str, Any]:
 
 
 def test_read_only_builtins_on_this_machine(fleet: Fleet) -> None:
-    started = time.monotonic()
     orders = {
         "facts": fleet.order("system.facts", {}),
         "metrics": fleet.order("system.metrics", {}),
@@ -109,7 +107,6 @@ def test_read_only_builtins_on_this_machine(fleet: Fleet) -> None:
     with fleet.server.admin() as admin:
         me = next(r for r in admin.get("/v1/runners").json() if r["id"] == fleet.runner_id)
     assert set(me["capabilities"]) >= BUILTIN_KEYS
-    assert time.monotonic() - started < 60
 
 
 def test_apt_upgrade_rejects_a_package_name_that_looks_like_an_option(fleet: Fleet) -> None:
