@@ -18,6 +18,7 @@ from ikoma.api import tools as tool_routes
 from ikoma.api.guard import RequestGuard, known_query_parameters
 from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
+from ikoma.api.request_context import RequestContext
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.local_runner import (
     ensure_local_runner,
@@ -109,6 +110,8 @@ def create_app(
     # added first, so it runs inside the policy: bodies are read only for an authenticated caller
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(PolicyMiddleware, ctx=lambda: ctx, routes=lambda: app.router.routes)
+    # outermost: a request id on every answer, and every exception answered as a regular response
+    app.add_middleware(RequestContext)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(admin.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -117,13 +118,93 @@ HTTP_REASONS = {
 }
 
 
-def _is_database_outage(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    module = type(exc).__module__
-    return module.startswith("asyncpg") and "Connection" in type(exc).__name__
+# PostgreSQL SQLSTATEs of a server that cannot serve now: class 08 (connection exception), 57P01-57P05
+# (admin/crash shutdown, cannot connect now: starting up, shutting down, in recovery; idle timeouts), 53300
+# (too many connections). The query was not refused for what it is: a retry later may work.
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for name in ("sqlstate", "pgcode"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc`, the DBAPI error SQLAlchemy wrapped (`.orig`), and what each was raised from (`from`)."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending and len(seen) < 10:
+        current = pending.pop(0)
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        pending += [orig if isinstance(orig, BaseException) else None, current.__cause__]
+    return seen
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot answer now (lost, refusing, starting, stopping, full of
+    connections), as opposed to refusing this query: a 503 the caller may retry, not a 500."""
+    for cause in _causes(exc):
+        if isinstance(
+            cause, OperationalError | InterfaceError | PoolTimeout | DisconnectionError | ConnectionError
+        ):
+            return True
+        if isinstance(cause, TimeoutError | socket.gaierror):
+            return True
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        state = _sqlstate(cause)
+        if state is not None and state.startswith(_OUTAGE_SQLSTATE_PREFIXES):
+            return True
+        kind = type(cause)
+        if kind.__module__.startswith("asyncpg") and (
+            "Connect" in kind.__name__ or "Shutdown" in kind.__name__ or kind.__name__ == "InterfaceError"
+        ):
+            return True
+    return False
+
+
+def short_error(exc: BaseException) -> str:
+    """One line about `exc` that is safe to log: a database error without its SQL and parameters."""
+    shown: BaseException = exc
+    orig = getattr(exc, "orig", None)
+    if isinstance(exc, DBAPIError) and isinstance(orig, BaseException):
+        shown = orig  # SQLAlchemy's own text repeats the statement and its parameters
+    lines = str(shown).strip().splitlines()
+    return clip(lines[0] if lines else "", 200)
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """The exception's type for a log line, and the driver's own error under it when it wrapped one."""
+    fields = {"error": type(exc).__name__}
+    root = type(_causes(exc)[-1]).__name__
+    if root != fields["error"]:
+        fields["cause"] = root
+    return fields
+
+
+OUTAGE_MESSAGE = "the database is not answering; retry shortly"
+INTERNAL_MESSAGE = "unexpected server error; it was logged"
+
+
+def failure_response(exc: BaseException, *, path: str, method: str, request_id: str | None) -> Response:
+    """The answer to an exception no handler took, logged as ONE structured line (no traceback).
+
+    A database outage is 503 `database_unavailable` at warning; anything else is 500 `internal_error` at
+    error, with the exception's type and first line; the traceback only at debug level.
+    """
+    fields = {"path": path, "method": method, "request_id": request_id, **error_fields(exc)}
+    if is_database_outage(exc):
+        log.warning("request_failed", reason="database_unavailable", status=503, **fields)
+        return error_response(503, "database_unavailable", OUTAGE_MESSAGE)
+    log.error("request_failed", reason="internal_error", status=500, detail=short_error(exc), **fields)
+    log.debug("request_failed_traceback", exc_info=exc, **fields)
+    return error_response(500, "internal_error", INTERNAL_MESSAGE)
 
 
 def install(app: FastAPI) -> None:
@@ -151,18 +232,13 @@ def install(app: FastAPI) -> None:
         reason = HTTP_REASONS.get(exc.status_code, "http_error")
         return error_response(exc.status_code, reason, str(exc.detail))
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        if _is_database_outage(exc):
-            log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
-            return error_response(503, "database_unavailable", "the database is not answering; retry shortly")
-        log.exception("unhandled_error", path=request.url.path)
-        return error_response(500, "internal_error", "unexpected server error; it was logged")
-
     app.add_exception_handler(DomainError, domain_error)
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(ValidationError, model_invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # Exceptions no handler above takes are answered by api/request_context.py (outside every
+    # middleware): Starlette's catch-all handler re-raises after answering, and uvicorn then logs a
+    # traceback and closes the keep-alive connection.
 
 
 class FastJSONResponse(Response):

@@ -21,7 +21,7 @@ import structlog
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ikoma.api.errors import error_response
+from ikoma.api.errors import error_response, is_database_outage
 from ikoma.api.mcp import called_tool
 from ikoma.bootstrap import Context
 from ikoma.domain.errors import DomainError, Unauthorized
@@ -254,8 +254,8 @@ class PolicyMiddleware:
                     denied = replace(denied, action=tool_action, target=None)
                 try:
                     await audit.record(ctx.db, denied, mirror=ctx.settings.audit_log)
-                except Exception:  # the refusal stands either way
-                    log.exception("audit_write_failed", action=action)
+                except Exception as exc:  # the refusal stands either way
+                    log.warning("audit_write_failed", action=action, error=type(exc).__name__)
             details = refusal.details or None
             await error_response(refusal.status_code, refusal.reason, refusal.message, details=details)(
                 scope, receive, send
@@ -268,8 +268,10 @@ class PolicyMiddleware:
         try:
             allowed = self._entry(principal, presented, action, scope, "allowed", None, None)
             await audit.record(ctx.db, allowed, mirror=ctx.settings.audit_log)
-        except Exception:
-            log.exception("audit_write_failed", action=action)
+        except Exception as exc:
+            if is_database_outage(exc):
+                raise  # answered 503 database_unavailable by api/request_context.py
+            log.warning("audit_write_failed", action=action, error=type(exc).__name__)
             await error_response(
                 503, "audit_unavailable", "the audit log cannot be written; nothing was done"
             )(scope, receive, send)
@@ -287,8 +289,8 @@ class PolicyMiddleware:
             try:
                 failed = self._entry(principal, presented, action, scope, "error", code, None)
                 await audit.record(ctx.db, failed, mirror=ctx.settings.audit_log)
-            except Exception:
-                log.exception("audit_write_failed", action=action)
+            except Exception as exc:
+                log.warning("audit_write_failed", action=action, error=type(exc).__name__)
 
     async def _authenticate(self, ctx: Context, presented: str | None) -> Principal:
         if not presented:
