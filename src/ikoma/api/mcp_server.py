@@ -9,15 +9,23 @@ between requests: the endpoint is stateless (no MCP session, every POST answered
 response), so a call can never act with another request's identity, and any API process can answer
 any request. Authorization, confirmation, validation and audit are `services.tools.execute_tool`'s,
 with channel "mcp": this module only translates.
+
+Failures never reach the SDK, which would answer an exception's own text (a database error's SQL and
+parameters): a tool call that fails is a tool error result (`isError`, the `/execute` error body as
+`structuredContent`: 503 `audit_unavailable` when its audit entry cannot be written, 503
+`database_unavailable` in an outage, 500 `internal_error`); any other request that fails is a JSON-RPC
+error (-32603) whose message is the fixed sentence and whose `data.reason` is the same reason.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp_types as types
+import structlog
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -26,6 +34,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from ikoma import __version__
+from ikoma.api import errors
 from ikoma.api import state as state_routes
 from ikoma.api.state_schemas import FleetSummary, MachineStatePublic
 from ikoma.bootstrap import Context
@@ -35,6 +44,36 @@ from ikoma.services import servers, tools
 from ikoma.services.identity import Principal
 
 RequestContext = ServerRequestContext[Any, Any]
+R = TypeVar("R")
+
+log = structlog.get_logger("ikoma.mcp")
+
+
+def _failure(exc: Exception, what: str) -> tuple[int, str, str]:
+    """(status, reason, fixed message) for an exception nothing answered; one log line, no traceback."""
+    if errors.is_database_outage(exc):
+        log.warning("mcp_failed", reason="database_unavailable", call=what, **errors.error_fields(exc))
+        return 503, "database_unavailable", errors.OUTAGE_MESSAGE
+    log.error(
+        "mcp_failed",
+        reason="internal_error",
+        call=what,
+        detail=errors.short_error(exc),
+        **errors.error_fields(exc),
+    )
+    log.debug("mcp_failed_traceback", call=what, exc_info=exc)
+    return 500, "internal_error", errors.INTERNAL_MESSAGE
+
+
+async def _answered(what: str, handler: Awaitable[R]) -> R:
+    """`handler`'s answer; an exception becomes a JSON-RPC error that names its reason and nothing else."""
+    try:
+        return await handler
+    except (MCPError, DomainError):
+        raise
+    except Exception as exc:
+        _, reason, message = _failure(exc, what)
+        raise MCPError(types.INTERNAL_ERROR, message, {"reason": reason}) from None
 
 
 class McpServer:
@@ -71,7 +110,7 @@ class McpServer:
     async def _list_tools(
         self, rctx: RequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        entries = await tools.list_tools(self._ctx, principal_of(rctx))
+        entries = await _answered("tools/list", tools.list_tools(self._ctx, principal_of(rctx)))
         return types.ListToolsResult(tools=[contract.tool_from_entry(entry) for entry in entries])
 
     async def _call_tool(
@@ -98,19 +137,22 @@ class McpServer:
                 channel="mcp",
             )
         except DomainError as refusal:
-            # audited as denied (by execute_tool, or above); the assistant gets /execute's error body
+            # audited as denied (by execute_tool, or above), or 503 audit_unavailable when that audit
+            # entry could not be written; the assistant gets /execute's error body
             return contract.tool_result(
                 refusal.status_code, contract.error_body(refusal.reason, refusal.message, refusal.details)
             )
+        except Exception as exc:  # as /execute answers it: a fixed sentence, never the exception's text
+            status, reason, message = _failure(exc, "tools/call")
+            return contract.tool_result(status, contract.error_body(reason, message))
         return contract.tool_result(outcome.status_code, outcome.body)
 
     async def _list_resources(
         self, rctx: RequestContext, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         principal = principal_of(rctx)
-        visible = [
-            s for s in await servers.list_servers(self._ctx.db) if principal.can_see_server(str(s["id"]))
-        ]
+        listed = await _answered("resources/list", servers.list_servers(self._ctx.db))
+        visible = [s for s in listed if principal.can_see_server(str(s["id"]))]
         return contract.resources(visible)
 
     async def _list_resource_templates(
@@ -124,8 +166,9 @@ class McpServer:
     ) -> types.ReadResourceResult:
         """The JSON `GET /v1/fleet/summary` or `GET /v1/servers/{id}/state` answers, by the same route
         functions and response models, so scope rules and shape cannot drift apart."""
-        principal = principal_of(rctx)
-        uri = str(params.uri)
+        return await _answered("resources/read", self._read(principal_of(rctx), str(params.uri)))
+
+    async def _read(self, principal: Principal, uri: str) -> types.ReadResourceResult:
         try:
             if uri == contract.FLEET_SUMMARY_URI:
                 found = await state_routes.fleet_summary(self._ctx, principal)

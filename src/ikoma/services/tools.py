@@ -4,6 +4,10 @@
 validated, audited and run the same way whoever calls it: refusals are audited `denied` before they
 are raised; an accepted call writes its `allowed` audit entry and its order in one transaction (no
 audit entry, no order); a call whose order ends badly is audited once more as `error`.
+
+An audit entry that cannot be written refuses the call with 503 `audit_unavailable` and a fixed
+sentence: the database's own message (the statement and its parameters, masked or not) never reaches
+the caller, and the log line names only the error's type.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from sqlalchemy import select
 
 from ikoma.domain.errors import DomainError, Forbidden, Invalid, NotFound
@@ -31,6 +36,24 @@ from ikoma.storage.tables import orders as orders_table
 if TYPE_CHECKING:
     from ikoma.bootstrap import Context
     from ikoma.storage.database import Tx
+
+
+log = structlog.get_logger("ikoma.tools")
+
+
+class AuditUnavailable(DomainError):
+    """503: the call's audit entry could not be written, so the call was not made."""
+
+    status_code = 503
+    reason = "audit_unavailable"
+
+
+AUDIT_UNAVAILABLE = "the audit log cannot be written; nothing was done"
+
+
+def _audit_failed(exc: Exception, action: str) -> AuditUnavailable:
+    log.warning("audit_write_failed", action=action, error=type(exc).__name__)
+    return AuditUnavailable(AUDIT_UNAVAILABLE)
 
 
 # The catalog's JSON schemas say `^[a-z][a-z0-9-]{0,62}$`, which Python's `re.search` (jsonschema's
@@ -153,9 +176,11 @@ async def execute_tool(
             vault=ctx.vault,
         )
         # in the order's transaction: if the audit entry cannot be written, the order does not exist
-        await audit.append(
-            tx, call.entry("allowed", order_id=str(order["id"])), mirror=ctx.settings.audit_log
-        )
+        allowed = call.entry("allowed", order_id=str(order["id"]))
+        try:
+            await audit.append(tx, allowed, mirror=ctx.settings.audit_log)
+        except Exception as exc:
+            raise _audit_failed(exc, allowed.action) from None
     order_id = str(order["id"])
 
     limit = ctx.settings.execute_max_wait
@@ -168,11 +193,11 @@ async def execute_tool(
     if status == OrderStatus.SUCCEEDED.value:
         return _outcome(200, result_of(last.get("report")), order_id, status)
     status_code, body = failure_answer(last)
-    await audit.record(
-        ctx.db,
-        call.entry("error", order_id=order_id, status_code=status_code, reason=body["reason"]),
-        mirror=ctx.settings.audit_log,
-    )
+    failed = call.entry("error", order_id=order_id, status_code=status_code, reason=body["reason"])
+    try:
+        await audit.record(ctx.db, failed, mirror=ctx.settings.audit_log)
+    except Exception as exc:  # the order ran (its `allowed` entry is written): its answer stands
+        log.warning("audit_write_failed", action=failed.action, error=type(exc).__name__)
     return _outcome(status_code, body, order_id, status)
 
 
@@ -231,9 +256,13 @@ class _Call:
         )
 
     async def refused(self, refusal: DomainError) -> None:
-        # recorded in its own transaction: the refusal is the action, and it must leave a trace
+        # recorded in its own transaction: the refusal is the action, and it must leave a trace (or the
+        # caller learns that none could be left)
         entry = self.entry("denied", status_code=refusal.status_code, reason=refusal.reason)
-        await audit.record(self.ctx.db, entry, mirror=self.ctx.settings.audit_log)
+        try:
+            await audit.record(self.ctx.db, entry, mirror=self.ctx.settings.audit_log)
+        except Exception as exc:
+            raise _audit_failed(exc, entry.action) from None
 
     async def find_playbook(self) -> dict[str, Any]:
         playbook = None
