@@ -107,12 +107,9 @@ async def delete_server(server_id: uuid.UUID, ctx: Ctx, principal: CurrentPrinci
     return Response(status_code=204)
 
 
-@router.api_route(
-    "/servers/{server_id}/attach-runner",
-    methods=["PATCH", "POST"],
-    response_model=ServerPublic,
-    responses=ERRORS,
-)
+# one route per method: a route on two methods gets one operationId for both in OpenAPI
+@router.patch("/servers/{server_id}/attach-runner", response_model=ServerPublic, responses=ERRORS)
+@router.post("/servers/{server_id}/attach-runner", response_model=ServerPublic, responses=ERRORS)
 async def attach_runner(
     server_id: uuid.UUID, body: AttachRunner, ctx: Ctx, principal: CurrentPrincipal
 ) -> Any:

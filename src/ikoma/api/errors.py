@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from ikoma.domain.errors import DomainError
 
@@ -241,8 +241,12 @@ def install(app: FastAPI) -> None:
     # traceback and closes the keep-alive connection.
 
 
-class FastJSONResponse(Response):
-    """FastAPI's default response class, rendered by orjson."""
+class FastJSONResponse(JSONResponse):
+    """FastAPI's default response class, rendered by orjson.
+
+    A JSONResponse, so that FastAPI documents each route's response model as the body (for any other
+    response class it documents the body as a plain string).
+    """
 
     media_type = "application/json"
 

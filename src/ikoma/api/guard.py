@@ -4,7 +4,8 @@
 the URL, unknown query parameters on the runner routes, and reads admin bodies once under their size
 limit: not JSON → 400 `invalid_json`, another media type → 415, NUL in any string or key → 422
 `nul_character`. The body is then handed on as `application/json` (curl's default form type
-included). Runner bodies are read by their handlers, after the runner authenticated (`api/runner.py`).
+included); a POST to `/mcp` must say `application/json` itself (415). Runner bodies are read by their
+handlers, after the runner authenticated (`api/runner.py`).
 
 `known_query_parameters` is an app-wide dependency: a query parameter the route does not declare is
 refused (422 `unknown_query_parameter`) instead of being silently ignored.
@@ -63,6 +64,17 @@ def _check_url(scope: Scope) -> None:
                 raise unknown_query(name, allowed)
 
 
+def _check_mcp_media_type(content_type: str | None) -> None:
+    """MCP's transport takes `application/json` only, and would refuse any other type (or none) with a
+    bare-text 400: refuse it first, as every route does (415 in the one error shape)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != bodies.JSON_TYPE:
+        raise bodies.UnsupportedMediaType(
+            f"MCP messages are JSON (Content-Type: {bodies.JSON_TYPE}), not {media[:100] or 'untyped'}",
+            contentType=media[:100] or None,
+        )
+
+
 def _with_json_type(scope: Scope) -> Scope:
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
     headers.append((b"content-type", bodies.JSON_TYPE.encode()))
@@ -93,6 +105,8 @@ class RequestGuard:
         try:
             _check_url(scope)
             path: str = scope["path"]
+            if path == MCP_PATH and scope["method"] == "POST":
+                _check_mcp_media_type(bodies.header(scope, b"content-type"))
             if (
                 scope["method"] in BODY_METHODS
                 and not path.startswith(RUNNER_PREFIX)  # read by their handlers, after authentication
@@ -112,7 +126,7 @@ class RequestGuard:
             return scope, bodies.limited(receive, limit=self.limit, setting=LIMIT_SETTING, declared=declared)
         mcp = scope["path"] == MCP_PATH
         content_type = bodies.header(scope, b"content-type")
-        if not mcp:  # MCP answers its own protocol errors (media type, JSON-RPC parse error)
+        if not mcp:  # MCP answers its own protocol errors (JSON-RPC parse error); its type is checked above
             bodies.check_media_type(content_type)
         raw = await bodies.read(receive, limit=self.limit, setting=LIMIT_SETTING, declared=declared)
         if mcp:

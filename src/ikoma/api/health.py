@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.responses import RedirectResponse, Response
 
@@ -19,6 +20,18 @@ from ikoma.services import orders, runners
 
 router = APIRouter()
 log = structlog.get_logger("ikoma.server")
+
+
+class Readiness(BaseModel):
+    """What /readyz answers, ready (200) or not (503)."""
+
+    status: Literal["ready", "unavailable"]
+    database: Literal["ok", "error"]
+    migrations: Literal["current", "behind"] | None = None
+    current: str | None = None
+    head: str | None = None
+    error: str | None = None
+
 
 READY_POLL_SECONDS = 0.1
 READY_PATIENCE_SECONDS = 60.0
@@ -36,7 +49,13 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": Readiness, "description": "ready"},
+        503: {"model": Readiness, "description": "the database does not answer, or its schema is behind"},
+    },
+)
 async def readyz(ctx: Ctx) -> Response:
     """Readiness: the database answers and its schema is at the migrations head."""
     try:
@@ -58,7 +77,11 @@ async def readyz(ctx: Ctx) -> Response:
     return json_response({"status": "ready", "database": "ok", "migrations": "current"})
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},  # Prometheus text
+)
 async def metrics(ctx: Ctx) -> Response:
     by_status = await orders.count_by_status(ctx.db)
     online = await runners.count_online(ctx.db, stale_after=ctx.settings.stale_after)
