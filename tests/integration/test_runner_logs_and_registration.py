@@ -181,7 +181,11 @@ async def test_a_late_report_is_refused_once_another_attempt_holds_the_order(dat
     await make_order(database, pair.server_id, max_attempts=2)
     order = await claim_and_start(dispatcher, pair.identity)
     await backdate(database, order["id"], last_heartbeat_at=3600, started_at=30)
-    await make_reconciler(database).tick()  # STALE then back to QUEUED: the old lease is gone
+    await make_reconciler(database).tick()  # STALE then back to QUEUED for a retry
+    await backdate(database, order["id"], not_before=1)
+    retry = await dispatcher.claim_once(pair.identity)  # the retry holds the order now
+    assert retry is not None
+    assert retry["attempt"] == 2
     with pytest.raises(Conflict) as refused:
         await complete(dispatcher, pair.identity, order["id"], lease_token=order["lease_token"])
     assert refused.value.reason == "stale_lease"
