@@ -138,3 +138,24 @@ async def test_an_invalid_request_id_is_replaced_never_echoed(sent: str) -> None
 async def test_a_valid_request_id_is_returned_on_a_regular_answer() -> None:
     answer = await _call(_app(RuntimeError()), "/fine", {"X-Request-Id": "A" * 64})
     assert answer.headers.get_list("x-request-id") == ["A" * 64]
+
+
+async def test_a_caller_gone_before_its_body_was_read_is_no_server_error() -> None:
+    async def reads(request: Request) -> Response:
+        await request.body()
+        return PlainTextResponse("never")
+
+    app = RequestContext(Router(routes=[Route("/reads", reads, methods=["POST"])]))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/reads", "headers": [], "query_string": b""}
+    with structlog.testing.capture_logs() as logged:
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == []
+    assert [(line["event"], line["log_level"]) for line in logged] == [("client_disconnected", "info")]

@@ -17,6 +17,7 @@ import re
 import uuid
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ikoma.api import errors
@@ -60,6 +61,10 @@ class RequestContext:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except ClientDisconnect:
+                # the caller left before its body was read (a runner's call timing out in an outage):
+                # nobody to answer, and nothing went wrong here
+                log.info("client_disconnected", path=scope["path"], method=scope["method"])
             except Exception as exc:
                 if started:
                     # half an answer is on the wire: only closing the connection can tell the client
