@@ -290,6 +290,26 @@ class ServerProcess:
             self.proc.wait(timeout=STOP_GRACE_S)
 
 
+class YardstickProcess(ServerProcess):
+    """bench/yardstick.py: the bare prototype of the same three runner calls IKOMA is measured against."""
+
+    def __init__(self, backend: str, database: str, data_dir: Path) -> None:
+        super().__init__(database, data_dir, admin_key="the-yardstick-checks-no-key")
+        self.backend = backend
+        self.log_path = data_dir / "yardstick.log"
+
+    def start(self) -> None:
+        script = Path(__file__).with_name("yardstick.py")
+        argv = [sys.executable, str(script), "--backend", self.backend, "--database", self.database_url]
+        with self.log_path.open("wb") as log_file:
+            self.proc = subprocess.Popen(
+                [*argv, "--port", str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+
 # --------------------------------------------------------------------------------------------------
 # PostgreSQL scratch database
 
@@ -591,6 +611,12 @@ async def run_drain(
         "start": latency_summary(timings.start, (50, 99)),
         "complete": latency_summary(timings.complete, (50, 99)),
         "cpu": cpu,
+        # what one order costs the server, whatever the client could keep up with
+        "serverCpuMsPerOrder": (
+            round(cpu["serverPercent"] / 100 * seconds * 1000 / len(completed), 3)
+            if completed and seconds > 0 and cpu.get("serverPercent") is not None
+            else None
+        ),
         "errors": errors,
     }
     log(f"drain: {result['ordersPerSecond']} orders/s over {result['seconds']} s, {len(errors)} error lines")
@@ -816,6 +842,39 @@ async def bench_server(server: ServerProcess, args: argparse.Namespace) -> dict[
     return {"drain": drain, "paced": paced}
 
 
+async def bench_yardstick(server: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
+    """The drain alone, against the bare prototype: the yardstick of the ratios."""
+    async with admin_client(server.base_url, server.admin_key, connections=CREATE_CONCURRENCY) as admin:
+        runners = await setup_fleet(admin, args.runners)
+        meter = CpuMeter(server.proc.pid if server.proc is not None else None)
+        return await run_drain(server.base_url, admin, runners, args.orders, args.drain_timeout, meter)
+
+
+def run_yardstick(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        data_dir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ikoma-yardstick-{backend}-"))
+        )
+        database = (
+            str(data_dir / "yardstick.db")
+            if backend == "sqlite"
+            else stack.enter_context(postgres_database())
+        )
+        server = YardstickProcess(backend, database, data_dir)
+        log(f"{backend}: starting the yardstick (bench/yardstick.py) on {server.base_url}")
+        server.start()
+        stack.callback(server.stop)
+        server.wait_ready()
+        return asyncio.run(bench_yardstick(server, args))
+    raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
+
+
+def ratio(numerator: Any, denominator: Any) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return round(float(numerator) / float(denominator), 3)
+
+
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     name = f"ikoma_bench_{secrets.token_hex(4)}"
@@ -875,6 +934,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each paced round (default 5)")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="give up the drain after this (s)")
     parser.add_argument("--quick", action="store_true", help="tiny run: 200 orders, rate 50, 2 s")
+    parser.add_argument(
+        "--no-yardstick",
+        dest="yardstick",
+        action="store_false",
+        help="skip the drain against bench/yardstick.py (the bare prototype the ratios compare with)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.orders, args.rates, args.duration = 200, "50", 2.0
@@ -909,7 +974,19 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"backend": backend, "skipped": f"PostgreSQL unreachable: {why}"})
                 continue
         try:
-            results.append(run_backend(backend, args))
+            result = run_backend(backend, args)
+            if args.yardstick:
+                yardstick = run_yardstick(backend, args)
+                result["yardstick"] = {"drain": yardstick}
+                # issue 11's first two targets: IKOMA's drain as a fraction of the bare prototype's
+                result["drainVsYardstick"] = ratio(
+                    result["drain"].get("ordersPerSecond"), yardstick.get("ordersPerSecond")
+                )
+                # the same in server CPU per order (the prototype's drain is often client-bound here)
+                result["serverCpuVsYardstick"] = ratio(
+                    yardstick.get("serverCpuMsPerOrder"), result["drain"].get("serverCpuMsPerOrder")
+                )
+            results.append(result)
         except BenchError as exc:
             log(f"{backend}: FAILED: {exc}")
             results.append({"backend": backend, "failed": str(exc)})
