@@ -159,3 +159,52 @@ def test_postgresql_down_then_in_recovery_answers_503_and_the_api_recovers_witho
         # in recovery, the driver's own error says 57P03
         recovering = [line for line in failures if line["request_id"] == "outage-recovering"]
         assert {line.get("cause") for line in recovering} == {"CannotConnectNowError"}, recovering
+
+
+def _terminate_backends(database: str) -> int:
+    async def run() -> int:
+        conn = await asyncpg.connect(support.PG_ADMIN_URL, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        finally:
+            await conn.close()
+        return len(rows)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.postgres
+def test_connections_killed_by_pg_terminate_backend_answer_503_and_a_keyed_retry_makes_one_order(
+    tmp_path: Path,
+) -> None:
+    """Scenario 9: the API's connections are killed (57P01) under it: 503, never 500; retrying with the
+    same Idempotency-Key until it is answered gives one order, created once."""
+    with support.running_server("postgresql", tmp_path) as server:
+        fleet = attach_fleet(server, tmp_path)
+        database = server.database_url.rsplit("/", 1)[1]
+        body = {"serverId": fleet.server_id, "playbookKey": "shell.exec", "params": {"argv": ["true"]}}
+        headers = {"X-Api-Key": server.admin_key, "Idempotency-Key": "terminated-1"}
+        statuses: list[int] = []
+        created: set[str] = set()
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for _ in range(3):
+                assert http.get("/v1/orders", headers=headers).status_code == 200  # connections pooled
+                assert _terminate_backends(database) > 0
+                for _ in range(20):  # the caller's retries, same key
+                    answer = http.post("/v1/orders", json=body, headers=headers)
+                    statuses.append(answer.status_code)
+                    if answer.status_code != 503:
+                        break
+                    assert answer.json()["reason"] == "database_unavailable", answer.text
+                assert answer.status_code in (200, 201), answer.text
+                created.add(answer.json()["order"]["id"])
+        assert 503 in statuses, statuses  # the killed connection was met, and answered 503
+        assert 500 not in statuses
+        [order_id] = created
+        assert [e["toStatus"] for e in fleet.events(order_id)] == ["QUEUED"]
+        log = server.read_log()
+        assert "Traceback" not in log, server.log_tail()
