@@ -54,7 +54,7 @@ EXECUTE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "validation_error, confirmation_required, server_required, or the tool's error code"
     },
     502: {"description": "tool_failed"},
-    503: {"description": "runner_lost"},
+    503: {"description": "runner_lost, audit_unavailable (nothing was done) or database_unavailable"},
     504: {"description": "tool_timeout"},
 }
 
