@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 RUN_TIMEOUT = 600.0
 RUNNER_TAG = "runner"
 CLAIM_NEXT = "/v1/runner/orders/claim-next"
+ACCEPT = {"accept": "application/json, text/event-stream"}  # what MCP's transport asks for
 
 
 def config(headers: dict[str, str]) -> str:
@@ -147,3 +149,24 @@ def test_an_mcp_message_not_sent_as_json_is_415_in_the_one_error_shape(
         )
     assert response.status_code == 415, response.text
     assert response.json()["reason"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/orders", '{"serverId": "%s", "playbookKey": "system.test_ping", "params": {"n": %d}}'),
+        ("/mcp", '{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"n": %d}}'),
+    ],
+)
+def test_an_integer_past_64_bits_is_422_not_a_server_error(
+    server: support.LiveServer, path: str, body: str
+) -> None:
+    """Found by this fuzzing: such an integer reached orjson (fingerprint, stored JSON) and was a 500."""
+    huge = -5575179562534913966080
+    values: tuple[Any, ...] = (str(uuid.uuid4()), huge) if path == "/v1/orders" else (huge,)
+    with server.admin() as admin:
+        response = admin.post(
+            path, content=(body % values).encode(), headers={"content-type": "application/json", **ACCEPT}
+        )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["type"] == "integer_out_of_range"

@@ -6,6 +6,8 @@ routes before FastAPI sees the body, and the runner routes call them after the r
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +21,10 @@ from ikoma.domain.errors import BadRequest, DomainError, Invalid
 FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPE = "application/json"
 NUL_ESCAPE = b"\\u0000"  # JSON can only carry NUL escaped (a raw one is a parse error)
+# orjson (stored JSON, idempotency fingerprints, answers) writes integers within 64 bits only; a longer
+# digit run is rare, and only then is the body parsed again to find an integer past that range
+LONG_DIGITS = re.compile(rb"\d{19,}")
+INTEGER_RANGE = (-(2**63), 2**64 - 1)
 
 
 class PayloadTooLarge(DomainError):
@@ -159,7 +165,37 @@ def parse_json(raw: bytes, *, empty: Any = None, content_type: str | None = None
         ) from None
     if NUL_ESCAPE in raw:  # rare; only then is the document walked (the escape may be `\\u0000` text)
         refuse_nul(data)
+    refuse_huge_integers(raw)
     return data
+
+
+class _HugeInteger(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    # past 20 digits it is out of range whatever it is; int() is not asked (it refuses 4300+ digits)
+    value = int(text) if len(text.lstrip("-")) <= 20 else None
+    if value is None or not INTEGER_RANGE[0] <= value <= INTEGER_RANGE[1]:
+        raise _HugeInteger(text)
+    return value
+
+
+def refuse_huge_integers(raw: bytes) -> None:
+    """422 for an integer past 64 bits anywhere in the JSON body: it could not be stored or answered
+    (orjson reads it as a float, so the check looks at the text; FastAPI reads the body again as ints)."""
+    if LONG_DIGITS.search(raw) is None:
+        return
+    try:
+        json.loads(raw, parse_int=_bounded_int)
+    except _HugeInteger as exc:
+        shown = str(exc)[:40]
+        message = f"integers must be within 64 bits ({INTEGER_RANGE[0]} to {INTEGER_RANGE[1]}), not {shown}"
+        raise Invalid(
+            message, errors=[{"path": "<body>", "message": message, "type": "integer_out_of_range"}]
+        ) from None
+    except ValueError:
+        return  # not JSON for the standard library either: its parse error is answered elsewhere
 
 
 def nul_path(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:

@@ -136,6 +136,7 @@ class RequestGuard:
                 except DomainError:
                     data = None
                 bodies.refuse_nul(data)
+            bodies.refuse_huge_integers(raw)  # the MCP SDK would read it as an int nothing can write
             return scope, _replay(raw, receive)
         if not raw.strip():
             return scope, _replay(b"", receive)
