@@ -96,6 +96,7 @@ def create_app(
             if runner_process is not None:
                 await stop_local_runner(runner_process)
             await stop(task)
+            await ctx.dispatcher.close()
             await ctx.db.dispose()
 
     app = FastAPI(

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from sqlalchemy import select
 
 from ikoma.domain import tokens
@@ -40,6 +41,8 @@ from ikoma.services.vault import SecretUnreadable, Vault
 from ikoma.services.wakeups import FALLBACK_POLL_SECONDS, Wakeups
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import order_attempts, orders
+
+log = structlog.get_logger("ikoma.dispatch")
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -80,6 +83,7 @@ class Dispatcher:
         self.db = db
         # opens sealed secret params for the runner that holds the lease, and for nobody else
         self.vault = vault
+        self._doorbell: asyncio.Task[None] | None = None
         self.claim_lease = claim_lease
         self.wakeups = wakeups
         self.metrics = metrics
@@ -202,22 +206,65 @@ class Dispatcher:
     async def claim_next(
         self, identity: RunnerIdentity, *, wait: float, disconnected: Any = None
     ) -> dict[str, Any] | None:
-        """The oldest eligible order, claimed with a new lease; waits up to `wait` seconds for one."""
+        """The oldest eligible order, claimed with a new lease; waits up to `wait` seconds for one.
+
+        A waiting claim queries nothing while it waits: a new or requeued order notifies it, and the
+        process's doorbell (one read a second for all waiters) rings it for what notifications miss.
+        """
         wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
+        if wait == 0:
+            return await self.claim_once(identity)  # the drain's path: one statement, no look first
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         with self.wakeups.listen(identity.runner_id, identity.server_id) as waiter:
             while True:
                 waiter.clear()
-                order = await self.claim_once(identity)
+                if await self._has_eligible(identity):
+                    order = await self.claim_once(identity)
+                    if order is not None:
+                        return order
                 remaining = deadline - loop.time()
-                if order is not None or remaining <= 0:
-                    return order
+                if remaining <= 0:
+                    return None
+                self._ring_doorbell_while_waiting()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), timeout=min(remaining, FALLBACK_POLL_SECONDS))
+                    await asyncio.wait_for(waiter.wait(), timeout=remaining)
+                if not waiter.is_set():
+                    return None  # the wait ran out, and nobody rang: there is nothing to claim
                 # A runner that hung up must not be handed an order it will never see.
                 if disconnected is not None and await disconnected():
                     return None
+
+    async def close(self) -> None:
+        """Stop the doorbell (at shutdown; it also stops by itself once nobody waits)."""
+        if self._doorbell is not None:
+            self._doorbell.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._doorbell
+
+    async def _has_eligible(self, identity: RunnerIdentity) -> bool:
+        statement = sql.ANY_ELIGIBLE[identity.server_id is not None]
+        params = {"p_runner_id": identity.runner_id, "p_server_id": identity.server_id}
+        async with self.db.read() as tx:
+            return (await tx.execute(statement, params)).first() is not None
+
+    def _ring_doorbell_while_waiting(self) -> None:
+        if self._doorbell is None or self._doorbell.done():
+            self._doorbell = asyncio.create_task(self._doorbell_loop(), name="claim-doorbell")
+
+    async def _doorbell_loop(self) -> None:
+        """While claims wait: once a second, one read of who has claimable work, and ring them."""
+        while self.wakeups.waiting:
+            await asyncio.sleep(FALLBACK_POLL_SECONDS)
+            try:
+                async with self.db.read() as tx:
+                    keys = (await tx.execute(sql.CLAIMABLE_KEYS)).all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database outage: the waiters' own deadlines still end them
+                log.warning("claim_doorbell_failed", error=type(exc).__name__)
+                continue
+            self.wakeups.notify(*(key for row in keys for key in row))
 
     # --- start / heartbeat / complete ----------------------------------------------------------------
 

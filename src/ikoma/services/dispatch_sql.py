@@ -54,17 +54,20 @@ LIVE_RUNNER = {with_token: _live_runner(with_token=with_token) for with_token in
 NULL_AS_SQL_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
-def _claim(*, by_server: bool) -> Any:
+_CLAIMABLE_NOW = or_(orders.c.not_before.is_(None), orders.c.not_before <= db_now())
+
+
+def _eligible(*, by_server: bool) -> list[Any]:
     mine = orders.c.runner_id == bindparam("p_runner_id")
     if by_server:
         mine = or_(mine, orders.c.server_id == bindparam("p_server_id"))
+    return [orders.c.status == OrderStatus.QUEUED.value, mine, _CLAIMABLE_NOW]
+
+
+def _claim(*, by_server: bool) -> Any:
     oldest = (
         select(orders.c.id)
-        .where(
-            orders.c.status == OrderStatus.QUEUED.value,
-            mine,
-            or_(orders.c.not_before.is_(None), orders.c.not_before <= db_now()),
-        )
+        .where(*_eligible(by_server=by_server))
         .order_by(orders.c.created_at, orders.c.id)
         .limit(1)
         # PostgreSQL: concurrent claimers skip each other's row instead of queueing on it.
@@ -90,6 +93,18 @@ def _claim(*, by_server: bool) -> Any:
 
 CLAIM_BY_RUNNER = _claim(by_server=False)
 CLAIM_BY_RUNNER_OR_SERVER = _claim(by_server=True)
+# A long-poll looks (a read) before it claims (a write transaction): an idle runner costs no write.
+ANY_ELIGIBLE = {
+    by_server: select(orders.c.id).where(*_eligible(by_server=by_server)).limit(1)
+    for by_server in (False, True)
+}
+# The doorbell's one question per second for every waiting claim of the process: who has work now?
+# (orders created by another API process, retry delays that ended)
+CLAIMABLE_KEYS = (
+    select(orders.c.runner_id, orders.c.server_id)
+    .where(orders.c.status == OrderStatus.QUEUED.value, _CLAIMABLE_NOW)
+    .distinct()
+)
 
 
 def _guard(allowed: frozenset[OrderStatus], *, fenced: bool) -> list[Any]:

@@ -1,8 +1,10 @@
 """In-process wake-ups for long-polling claims: a new order wakes only the runners it is eligible for.
 
 Each waiting claim registers under its runner id and its server id; creating or requeueing an order
-notifies the order's runner and server. A waiter also re-checks the database every
-`FALLBACK_POLL_SECONDS`, which covers orders created by another API process and retry delays that end.
+notifies the order's runner and server. What no notification covers (orders created by another API
+process, retry delays that end) is found by the dispatcher's doorbell: one read every
+`FALLBACK_POLL_SECONDS` for all the waiters of the process, which rings the keys that have work, so an
+idle runner costs no query of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ FALLBACK_POLL_SECONDS = 1.0
 class Wakeups:
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiters)
+
+    def waiting_for(self, key: str | None) -> bool:
+        return key is not None and key in self._waiters
 
     def notify(self, *keys: str | None) -> None:
         for key in keys:
