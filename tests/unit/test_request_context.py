@@ -6,11 +6,14 @@ every answer carries `X-Request-Id` (the caller's when valid, else a new one).
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import asyncpg.exceptions as pg
 import httpx
 import pytest
 import structlog
-from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
@@ -159,3 +162,31 @@ async def test_a_caller_gone_before_its_body_was_read_is_no_server_error() -> No
         await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent == []
     assert [(line["event"], line["log_level"]) for line in logged] == [("client_disconnected", "info")]
+
+
+def _sqlite_error(sql: str) -> sqlite3.Error:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(sql)
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        db.close()
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+def test_a_missing_table_or_bad_sql_on_sqlite_is_no_outage_but_a_locked_file_is(tmp_path: Path) -> None:
+    for sql in ("SELECT * FROM audit_log", "SELEC 1"):  # OperationalError too, yet a bug: 500
+        error = _sqlite_error(sql)
+        assert not is_database_outage(OperationalError(sql, None, error))
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            other.execute("BEGIN EXCLUSIVE")
+    finally:
+        holder.close()
+        other.close()
+    assert is_database_outage(OperationalError("BEGIN", None, locked.value))

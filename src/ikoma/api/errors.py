@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 from typing import Any
 
 import orjson
@@ -122,6 +123,16 @@ HTTP_REASONS = {
 # (admin/crash shutdown, cannot connect now: starting up, shutting down, in recovery; idle timeouts), 53300
 # (too many connections). The query was not refused for what it is: a retry later may work.
 _OUTAGE_SQLSTATE_PREFIXES = ("08", "57P", "53300")
+# SQLite's OperationalError also means "no such table" or a syntax error (a bug, a 500): only these
+# result codes (and their extended forms, SQLITE_IOERR_WRITE…) say the file cannot serve now.
+_SQLITE_OUTAGES = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_NOMEM",
+)
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -149,7 +160,12 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def is_database_outage(exc: BaseException) -> bool:
     """Whether `exc` says the database cannot answer now (lost, refusing, starting, stopping, full of
     connections), as opposed to refusing this query: a 503 the caller may retry, not a 500."""
-    for cause in _causes(exc):
+    causes = _causes(exc)
+    for cause in causes:
+        if isinstance(cause, sqlite3.Error):  # the driver's own result code decides
+            name = getattr(cause, "sqlite_errorname", None) or ""
+            return name.startswith(_SQLITE_OUTAGES) or "database is locked" in str(cause)
+    for cause in causes:
         if isinstance(
             cause, OperationalError | InterfaceError | PoolTimeout | DisconnectionError | ConnectionError
         ):
