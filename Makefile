@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run up test lint bench bench-ping smoke install clean
+.PHONY: run up test lint bench bench-ping bench-idle smoke install clean
 
 # Recipes are silent (@) so that `make bench` prints nothing but its JSON on stdout.
 $(STAMP): pyproject.toml
@@ -38,6 +38,9 @@ bench-ping: $(STAMP) ## create→SUCCEEDED latency of 200 pings through `ikoma u
 	@$(BIN)/python bench/ping.py
 
 # the server at API_URL, else IKOMA_API_URL, else http://127.0.0.1:$PORT (as `ikoma up` and the CLI)
+bench-idle: $(STAMP) ## server CPU and RSS of 1,000 runners long-polling with nothing to do, create→claim among them (JSON)
+	@$(BIN)/python bench/idle.py
+
 smoke: ## walk Playbook → Server → Runner → Order → Claim → Start → Complete against a running server
 	bash scripts/smoke.sh
 
