@@ -79,8 +79,11 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
     async with admin_client(server.base_url, server.admin_key, connections=16) as admin:
         log(f"idle: registering {args.runners} runners")
         runners: list[Runner] = []
-        while len(runners) < args.runners:  # in slices, so progress shows
-            runners += await setup_fleet(admin, min(250, args.runners - len(runners)))
+        while len(runners) < args.runners:  # 16 registrations at a time, in slices so progress shows
+            slice_size = min(800, args.runners - len(runners))
+            parts = [slice_size // 16 + (1 if i < slice_size % 16 else 0) for i in range(16)]
+            for fleet in await asyncio.gather(*(setup_fleet(admin, n) for n in parts if n)):
+                runners += fleet
             log(f"idle: {len(runners)} runners")
         limits = httpx.Limits(max_connections=args.runners + 8, max_keepalive_connections=args.runners + 8)
         async with httpx.AsyncClient(
