@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from ikoma.domain import tokens
 from ikoma.domain.errors import Unauthorized
+from ikoma.domain.ids import is_uuid
 from ikoma.domain.lifecycle import (
     COMPLETE_FROM,
     HEARTBEAT_FROM,
@@ -60,14 +61,6 @@ class RunnerIdentity:
         return f"runner:{self.runner_id}"
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -95,7 +88,7 @@ class Dispatcher:
         self, runner_id: str | None, token: str | None, *, tx: Tx | None = None
     ) -> RunnerIdentity:
         """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner."""
-        if not runner_id or not token or not _is_uuid(runner_id):
+        if not runner_id or not token or not is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")
         params = {"runner_id": runner_id}
         if tx is not None:
@@ -114,7 +107,7 @@ class Dispatcher:
         self, runner_id: str | None, token: str | None
     ) -> AsyncIterator[tuple[RunnerIdentity, Tx]]:
         """One runner call, one transaction: authenticate, then act (saves a round trip per call)."""
-        if not runner_id or not token or not _is_uuid(runner_id):
+        if not runner_id or not token or not is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")  # before touching the database
         async with self.db.write() as tx:
             yield await self.authenticate(runner_id, token, tx=tx), tx

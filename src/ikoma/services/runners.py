@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain import tokens
 from ikoma.domain.errors import Conflict, NotFound
+from ikoma.domain.ids import is_uuid
 from ikoma.services import timeline
 from ikoma.services.reconciler import Reconciler, TickSummary
 from ikoma.storage.clock import db_now
@@ -61,19 +62,11 @@ def _public(row: Any) -> dict[str, Any]:
     return runner
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 async def _find(tx: Tx, ref: str, stale_after: float) -> dict[str, Any]:
     """The runner whose id, else whose name, is `ref`; 404 runner_not_found."""
     listing = _listing(stale_after)
     row = None
-    if _is_uuid(ref):
+    if is_uuid(ref):
         row = (await tx.execute(listing.where(runners.c.id == ref))).mappings().first()
     if row is None:
         row = (await tx.execute(listing.where(runners.c.name == ref))).mappings().first()
