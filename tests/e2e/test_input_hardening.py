@@ -26,35 +26,19 @@ RUNNER_LIMIT = 16 * 1024
 LOGS_LIMIT = 128 * 1024
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=support.BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[support.LiveServer]:
-    tmp = tmp_path_factory.mktemp(f"input-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'server.db'}"
-    else:
-        support.require_pg()
-        pg_name = support.create_pg_database("ikoma_e2e")
-        url = support.pg_url(pg_name)
-    live = support.LiveServer(
-        database_url=url,
-        data_dir=tmp / "data",
-        extra_env={
-            "IKOMA_BODY_LIMIT_ADMIN": str(ADMIN_LIMIT),
-            "IKOMA_BODY_LIMIT_RUNNER": str(RUNNER_LIMIT),
-            "IKOMA_BODY_LIMIT_LOGS": str(LOGS_LIMIT),
-        },
-    )
-    try:
-        live.start()
+    limits = {
+        "IKOMA_BODY_LIMIT_ADMIN": str(ADMIN_LIMIT),
+        "IKOMA_BODY_LIMIT_RUNNER": str(RUNNER_LIMIT),
+        "IKOMA_BODY_LIMIT_LOGS": str(LOGS_LIMIT),
+    }
+    live = None
+    for live in support.live_server_per_module(request, tmp_path_factory, extra_env=limits):
         yield live
-    finally:
-        live.stop()
-        if pg_name is not None:
-            support.drop_pg_database(pg_name)
-    log = live.read_log()
+    log = live.read_log() if live else ""
     assert "Traceback" not in log, log
     assert "request_failed" not in log, log  # a 500 or 503 (api/errors.failure_response)
 

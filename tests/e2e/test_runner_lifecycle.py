@@ -31,28 +31,15 @@ pytestmark = [pytest.mark.e2e]
 STEP = [sys.executable, "-c", "import time; time.sleep(6)"]
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=support.BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[support.LiveServer]:
     """A real `ikoma serve` process shared by this module, on each backend."""
-    tmp = tmp_path_factory.mktemp(f"runner-lifecycle-{request.param}")
-    pg_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'server.db'}"
-    else:
-        support.require_pg()
-        pg_name = support.create_pg_database("ikoma_e2e")
-        url = support.pg_url(pg_name)
-    live = support.LiveServer(database_url=url, data_dir=tmp / "data")
-    live.start()
-    try:
+    live = None
+    for live in support.live_server_per_module(request, tmp_path_factory):
         yield live
-    finally:
-        live.stop()
-        if pg_name is not None:
-            support.drop_pg_database(pg_name)
-    log = live.read_log()
+    log = live.read_log() if live else ""
     assert "Traceback" not in log, log
 
 

@@ -46,6 +46,8 @@ class Anchor:
         self._key = key
         self.key_file = key_file
         self.checkpoints = checkpoints
+        # the file is read once for its last line; after that, what this process wrote is known
+        self._last: dict[str, Any] | None = None
 
     @property
     def key(self) -> bytes:
@@ -58,10 +60,9 @@ class Anchor:
         return hmac.new(self.key, f"{entry_id}:{entry_hash}".encode(), hashlib.sha256).hexdigest()
 
     def last_checkpoint(self) -> dict[str, Any] | None:
-        last = None
-        for last in self.read_checkpoints():  # noqa: B007 - the last one is what we want
-            pass
-        return last
+        if self._last is None:
+            *_, self._last = [None, *self.read_checkpoints()]
+        return self._last
 
     def read_checkpoints(self) -> Iterator[dict[str, Any]]:
         if not self.checkpoints.exists():
@@ -96,6 +97,7 @@ class Anchor:
             out.write(line + "\n")
             out.flush()
             os.fsync(out.fileno())
+        self._last = {"id": entry_id, "hash": entry_hash, "mac": self.sign(entry_id, entry_hash)}
 
 
 def load_anchor(env_key: str | None, data_dir: Path, checkpoints: Path | None = None) -> Anchor:

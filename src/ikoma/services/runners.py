@@ -130,16 +130,8 @@ async def revoke_runner(
             )
         ).first()
         released = await reconciler.release_runner(tx, runner_id, actor=actor)
-        if newly is not None and runner["server_id"] is not None:
-            await timeline.add_event(
-                tx,
-                server_id=str(runner["server_id"]),
-                type="runner.revoked",
-                severity="warning",
-                message=f"runner {runner['name']} revoked",
-                actor=actor,
-                details={"runnerId": runner_id, **_released(released)},
-            )
+        if newly is not None:
+            await _on_timeline(tx, runner, "revoked", actor, severity="warning", **_released(released))
         runner = await _find(tx, runner_id, stale_after)
     await reconciler.publish(released)
     return {**runner, **_released(released)}
@@ -171,18 +163,26 @@ async def rotate_token(db: Database, ref: str, *, actor: str, stale_after: float
                 reason="runner_revoked",
                 runnerId=runner_id,
             )
-        if runner["server_id"] is not None:
-            await timeline.add_event(
-                tx,
-                server_id=str(runner["server_id"]),
-                type="runner.token_rotated",
-                severity="info",
-                message=f"runner {runner['name']} token rotated",
-                actor=actor,
-                details={"runnerId": runner_id},
-            )
+        await _on_timeline(tx, runner, "token_rotated", actor)
         runner = await _find(tx, runner_id, stale_after)
     return {**runner, "token": token.secret}
+
+
+async def _on_timeline(
+    tx: Tx, runner: dict[str, Any], what: str, actor: str, *, severity: str = "info", **details: Any
+) -> None:
+    """`runner.<what>` on the timeline of the server the runner serves (none: nothing to note)."""
+    if runner["server_id"] is None:
+        return
+    await timeline.add_event(
+        tx,
+        server_id=str(runner["server_id"]),
+        type=f"runner.{what}",
+        severity=severity,
+        message=f"runner {runner['name']} {what.replace('_', ' ')}",
+        actor=actor,
+        details={"runnerId": str(runner["id"]), **details},
+    )
 
 
 async def delete_runner(db: Database, ref: str, *, actor: str, stale_after: float) -> None:
@@ -205,16 +205,7 @@ async def delete_runner(db: Database, ref: str, *, actor: str, stale_after: floa
                 attempts=int(claimed),
                 orders=int(addressed),
             )
-        if runner["server_id"] is not None:
-            await timeline.add_event(
-                tx,
-                server_id=str(runner["server_id"]),
-                type="runner.deleted",
-                severity="info",
-                message=f"runner {runner['name']} deleted",
-                actor=actor,
-                details={"runnerId": runner_id},
-            )
+        await _on_timeline(tx, runner, "deleted", actor)
         # the server it served is detached by the foreign key (ON DELETE SET NULL)
         await tx.execute(delete(runners).where(runners.c.id == runner_id))
 

@@ -39,6 +39,7 @@ class Vault:
         """`keys`, or a function giving them when first needed (a key file is made only when used)."""
         self._load = keys if callable(keys) else None
         self._keys: tuple[MultiFernet, bytes] | None = None if callable(keys) else _fernet(keys)
+        self._fingerprint_key: bytes | None = None
 
     @property
     def _fernet(self) -> MultiFernet:
@@ -53,8 +54,9 @@ class Vault:
     def fingerprint(self, data: bytes) -> str:
         """A keyed digest (HMAC-SHA256 under a key derived from the current key): a fingerprint of a
         request that holds a secret cannot be brute-forced from the database alone."""
-        derived = hashlib.sha256(b"ikoma-fingerprint\0" + self._loaded()[1]).digest()
-        return hmac.new(derived, data, hashlib.sha256).hexdigest()
+        if self._fingerprint_key is None:
+            self._fingerprint_key = hashlib.sha256(b"ikoma-fingerprint\0" + self._loaded()[1]).digest()
+        return hmac.new(self._fingerprint_key, data, hashlib.sha256).hexdigest()
 
     def seal(self, plaintext: str) -> str:
         return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
@@ -93,7 +95,7 @@ def new_key() -> str:
 
 def load_vault(env_keys: str | None, data_dir: Path) -> Vault:
     """The vault from the environment's keys, or from the data dir's key file (read, or made, on first
-    use: a process that never seals anything leaves no file behind)."""
+    use: the first secret sealed or order fingerprinted; a process that does neither leaves no file)."""
     if env_keys:
         return Vault([k.strip().encode() for k in env_keys.split(",") if k.strip()])
     path = data_dir / KEYS_FILE

@@ -25,9 +25,6 @@ class Wakeups:
     def waiting(self) -> bool:
         return bool(self._waiters)
 
-    def waiting_for(self, key: str | None) -> bool:
-        return key is not None and key in self._waiters
-
     def notify(self, *keys: str | None) -> None:
         for key in keys:
             if key is None:
