@@ -1,0 +1,24 @@
+"""placeholder: webhooks (issue 12): filled by the webhook work
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-07 18:20:00
+
+Reserved so that work in progress on several issues keeps one linear chain; until it is filled it
+changes nothing.
+"""
+
+from __future__ import annotations
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
