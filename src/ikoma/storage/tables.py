@@ -81,6 +81,26 @@ servers = Table(
     Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
     # Deleted servers are kept: their orders are history that must not be lost.
     Column("deleted_at", Timestamp),
+    # issue 14: `agent` (a runner) or `ssh` (the API's SSH executor, through the server's ssh runner row)
+    Column("connection_mode", String(8), nullable=False, server_default="agent"),
+    Column("ssh_username", String(100)),
+    Column("ssh_key_fingerprint", String(100)),  # of the private key given, never the key
+    Column("host_key_fingerprint", String(100)),  # pinned at the first successful connection
+    Column("host_key_pinned_at", Timestamp),
+    Column("apt_proxy_mode", String(8), nullable=False, server_default="direct"),
+    Column("apt_proxy_url", String(500)),
+)
+# SSH secrets, each sealed (AES-256-GCM, services/vault.py) with its row and field as associated data:
+# apart from `servers` so that no query of servers can ever carry them by accident.
+server_credentials = Table(
+    "server_credentials",
+    metadata,
+    Column("server_id", Id, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("password", Text),
+    Column("private_key", Text),
+    Column("key_passphrase", Text),
+    Column("sudo_password", Text),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
 )
 Index(
     "uq_servers_name_live",
