@@ -505,3 +505,66 @@ runner_presence = Table(
     Column("online", Boolean, nullable=False),
     Column("changed_at", Timestamp, nullable=False, server_default=db_now()),
 )
+
+# --- webhooks (migration 0010) ---------------------------------------------------------------------
+# Each webhook follows the event log with its own cursor (`last_event_id`); its deliveries go out one at
+# a time in event id order. The signing secret is sealed by the vault: HMAC needs it in clear, so it is
+# encrypted, not hashed, and never shown after creation.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("description", String(200)),
+    # event kinds or prefixes (`order.failed`, `order.`): an event matching one of them is delivered
+    Column("kinds", Json, nullable=False),
+    # null: events of every server (and events of none); otherwise only events of these servers
+    Column("server_ids", Json),
+    # null: no label filter; otherwise the event's server must carry every one of these labels
+    Column("labels", Json),
+    Column("secret", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", String(64)),
+    Column("disabled_at", Timestamp),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("consecutive_failures", Integer, nullable=False),
+    # one delivery in flight per webhook, whatever the number of API replicas: taken before the HTTP
+    # call, released after it, and expired if the process holding it died
+    Column("lease_until", Timestamp),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+)
+
+# One row per delivery (its id is the `X-Ikoma-Delivery` header); a redelivery is a new row.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("webhook_id", Id, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("duration_ms", Integer),
+    Column("error", String(500)),
+    Column("next_attempt_at", Timestamp),
+    Column("redelivery_of", Id),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("last_attempt_at", Timestamp),
+    Column("delivered_at", Timestamp),
+    Column("failed_at", Timestamp),
+    CheckConstraint("status IN ('pending','delivered','failed')", name="status"),
+)
+Index(
+    "ix_webhook_deliveries_webhook_created",
+    webhook_deliveries.c.webhook_id,
+    webhook_deliveries.c.created_at,
+)
+# the dispatcher's look for deliveries that are due
+Index(
+    "ix_webhook_deliveries_status_next",
+    webhook_deliveries.c.status,
+    webhook_deliveries.c.next_attempt_at,
+)
