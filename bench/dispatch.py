@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -42,13 +43,17 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+
+import loadgen
+from meters import CpuMeter
 
 LOOPBACK = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -64,9 +69,7 @@ MAX_PRODUCERS = 128
 # Idle keep-alive connections are dropped by the client well before uvicorn's 5 s keep-alive timeout;
 # with equal timeouts a request can go out on a connection the server is closing (ReadError).
 KEEPALIVE_S = 2.0
-MAX_CONSECUTIVE_ERRORS = 100
 JSON_HEADERS = {"content-type": "application/json"}
-REPORT: dict[str, Any] = {"version": "v2", "summary": "bench", "durationMs": 0, "steps": [], "errors": []}
 
 # httpcore 1.x runs `import sniffio` on every pool-lock acquisition; without sniffio installed each
 # of those failed imports searches sys.path again (~0.2 ms of CPU per request, a third of the client's
@@ -131,80 +134,13 @@ class Tally:
     def note(self, message: str) -> None:
         self.counts[message] += 1
 
+    def merge(self, other: loadgen.Tally) -> None:
+        """Add what a worker process of the load generator counted."""
+        self.counts.update(other.counts)
+        self.server_errors += other.server_errors
+
     def lines(self) -> list[str]:
         return [f"{key} (x{n})" if n > 1 else key for key, n in self.counts.most_common()]
-
-
-class CpuMeter:
-    """CPU used between start() and stop(): this process, the server's process tree, the machine."""
-
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self._t0: tuple[float, float, int | None, tuple[int, int] | None] = (0.0, 0.0, None, None)
-
-    @staticmethod
-    def _machine_ticks() -> tuple[int, int] | None:
-        """(busy, total) jiffies of all cores from /proc/stat (None off Linux)."""
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        total = sum(fields[:8])
-        return total - idle, total
-
-    def _tree_ticks(self) -> int | None:
-        """utime+stime jiffies of the server process and all its descendants."""
-        if self.server_pid is None:
-            return None
-        parents: dict[int, int] = {}
-        ticks: dict[int, int] = {}
-        try:
-            entries = [e for e in os.listdir("/proc") if e.isdigit()]
-        except OSError:
-            return None
-        for entry in entries:
-            try:
-                rest = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            pid = int(entry)
-            parents[pid] = int(rest[1])
-            ticks[pid] = int(rest[11]) + int(rest[12])
-        if self.server_pid not in ticks:
-            return None
-        tree, frontier = {self.server_pid}, [self.server_pid]
-        while frontier:
-            parent = frontier.pop()
-            children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
-            tree.update(children)
-            frontier.extend(children)
-        return sum(ticks[pid] for pid in tree)
-
-    def start(self) -> None:
-        self._t0 = (time.monotonic(), time.process_time(), self._tree_ticks(), self._machine_ticks())
-
-    def stop(self) -> dict[str, float | None]:
-        wall1, cpu1, server1, machine1 = (
-            time.monotonic(),
-            time.process_time(),
-            self._tree_ticks(),
-            self._machine_ticks(),
-        )
-        wall0, cpu0, server0, machine0 = self._t0
-        wall = max(wall1 - wall0, 1e-9)
-        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        server = None
-        if server0 is not None and server1 is not None:
-            server = round(100.0 * (server1 - server0) / hz / wall, 1)
-        machine = None
-        if machine0 is not None and machine1 is not None and machine1[1] > machine0[1]:
-            machine = round(100.0 * (machine1[0] - machine0[0]) / (machine1[1] - machine0[1]), 1)
-        return {
-            "clientPercent": round(100.0 * (cpu1 - cpu0) / wall, 1),
-            "serverPercent": server,
-            "machineBusyPercent": machine,
-        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,6 +165,13 @@ class ServerProcess:
         self.base_url = f"http://{LOOPBACK}:{self.port}"
         self.log_path = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pg_database(self) -> str | None:
+        """The PostgreSQL database's name (its backends' CPU is metered), None on SQLite."""
+        if not self.database_url.startswith("postgresql"):
+            return None
+        return self.database_url.rsplit("/", 1)[-1]
 
     def start(self) -> None:
         env = dict(os.environ)
@@ -421,7 +364,11 @@ async def setup_fleet(admin: httpx.AsyncClient, count: int) -> list[Runner]:
 
 
 async def create_orders(
-    admin: httpx.AsyncClient, runners: list[Runner], count: int, tally: Tally
+    admin: httpx.AsyncClient,
+    runners: list[Runner],
+    count: int,
+    tally: Tally,
+    playbook_key: str = PLAYBOOK_KEY,
 ) -> list[str]:
     """Queue `count` orders round-robin over the servers, CREATE_CONCURRENCY requests at a time."""
     ids: list[str] = []
@@ -432,7 +379,7 @@ async def create_orders(
         while next_index < count:
             i = next_index
             next_index += 1
-            body = {"serverId": runners[i % len(runners)].server_id, "playbookKey": PLAYBOOK_KEY}
+            body = {"serverId": runners[i % len(runners)].server_id, "playbookKey": playbook_key}
             try:
                 resp = await post_json(admin, "/orders", body)
             except httpx.HTTPError as exc:
@@ -447,42 +394,22 @@ async def create_orders(
     return ids
 
 
-async def timed_post(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any] | None
-) -> tuple[httpx.Response, float]:
-    """POST and the monotonic time at which the whole answer was received."""
-    if body is None:
-        resp = await client.post(url)
-    else:
-        resp = await client.post(url, content=orjson.dumps(body), headers=JSON_HEADERS)
-    return resp, time.monotonic()
-
-
-async def start_and_complete(
-    client: httpx.AsyncClient, order: dict[str, Any], tally: Tally, timings: DrainTimings | None
-) -> bool:
-    """start + complete (SUCCEEDED, minimal v2 report) one claimed order; True when it completed."""
-    order_id = order["id"]
+async def start_and_complete(client: httpx.AsyncClient, order: dict[str, Any], tally: Tally) -> bool:
+    """start + complete (SUCCEEDED, minimal v2 report) one claimed order (clean-up, not timed)."""
     lease = {"leaseToken": order["leaseToken"]}
     try:
-        t0 = time.monotonic()
-        resp, t1 = await timed_post(client, f"/runner/orders/{order_id}/start", lease)
+        resp = await post_json(client, f"/runner/orders/{order['id']}/start", lease)
         if resp.status_code != 200:
             tally.http("start", resp)
             return False
-        resp, t2 = await timed_post(
-            client, f"/runner/orders/{order_id}/complete", {"status": "SUCCEEDED", "report": REPORT, **lease}
-        )
+        body = {"status": "SUCCEEDED", "report": loadgen.REPORT, **lease}
+        resp = await post_json(client, f"/runner/orders/{order['id']}/complete", body)
         if resp.status_code != 200:
             tally.http("complete", resp)
             return False
     except httpx.HTTPError as exc:
         tally.exc("start/complete", exc)
         return False
-    if timings is not None:
-        timings.start.append(t1 - t0)
-        timings.complete.append(t2 - t1)
-        timings.last_complete = max(timings.last_complete, t2)
     return True
 
 
@@ -490,49 +417,20 @@ async def start_and_complete(
 # drain
 
 
-@dataclass
-class DrainTimings:
-    claim: list[float] = field(default_factory=list)
-    start: list[float] = field(default_factory=list)
-    complete: list[float] = field(default_factory=list)
-    completed: list[str] = field(default_factory=list)
-    first_claim: float = math.inf
-    last_complete: float = 0.0
+def runner_tuples(runners: list[Runner]) -> list[tuple[str, str, str]]:
+    return [(r.id, r.token, r.server_id) for r in runners]
 
 
-async def drain_runner(
-    client: httpx.AsyncClient, max_orders: int, deadline: float, timings: DrainTimings, tally: Tally
-) -> None:
-    consecutive_errors = 0
-    for _ in range(max_orders + MAX_CONSECUTIVE_ERRORS + 1):
-        if time.monotonic() > deadline:
-            tally.note("drain: deadline reached before the queue was empty")
-            return
-        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-            tally.note(f"drain: a runner gave up after {MAX_CONSECUTIVE_ERRORS} consecutive errors")
-            return
-        t0 = time.monotonic()
-        timings.first_claim = min(timings.first_claim, t0)
-        try:
-            resp, t1 = await timed_post(client, "/runner/orders/claim-next?wait=0", None)
-        except httpx.HTTPError as exc:
-            tally.exc("claim", exc)
-            consecutive_errors += 1
-            continue
-        timings.claim.append(t1 - t0)
-        if resp.status_code == 204:
-            return
-        if resp.status_code != 200:
-            tally.http("claim", resp)
-            consecutive_errors += 1
-            continue
-        order = orjson.loads(resp.content)
-        if await start_and_complete(client, order, tally, timings):
-            timings.completed.append(order["id"])
-            consecutive_errors = 0
-        else:
-            consecutive_errors += 1
-    tally.note("drain: a runner claimed more orders than were queued")
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """`items` dealt round-robin into at most `parts` non-empty lists."""
+    return [chunk for chunk in (items[i::parts] for i in range(max(1, parts))) if chunk]
+
+
+async def in_workers(
+    workers: ProcessPoolExecutor, calls: list[Callable[[], dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    return list(await asyncio.gather(*(loop.run_in_executor(workers, call) for call in calls)))
 
 
 async def count_orders(admin: httpx.AsyncClient, status: str, tally: Tally) -> int | None:
@@ -560,28 +458,42 @@ async def count_orders(admin: httpx.AsyncClient, status: str, tally: Tally) -> i
 
 
 async def run_drain(
-    base_url: str,
+    server: ServerProcess,
     admin: httpx.AsyncClient,
     runners: list[Runner],
-    orders: int,
-    timeout_s: float,
-    meter: CpuMeter,
+    args: argparse.Namespace,
+    workers: ProcessPoolExecutor,
+    playbook_key: str = PLAYBOOK_KEY,
+    report: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Queue `args.orders` orders (not timed), then drain them from the worker processes."""
     tally = Tally()
+    orders = args.orders
     log(f"drain: queueing {orders} orders over {len(runners)} servers (concurrency {CREATE_CONCURRENCY})")
-    created = await create_orders(admin, runners, orders, tally)
+    created = await create_orders(admin, runners, orders, tally, playbook_key)
     if len(created) != orders:
         tally.note(f"drain: only {len(created)} of {orders} orders were created")
-    log(f"drain: {len(runners)} runners draining {len(created)} orders")
-    timings = DrainTimings()
-    async with runner_clients(base_url, runners) as clients:
-        meter.start()
-        deadline = time.monotonic() + timeout_s
-        await asyncio.gather(*(drain_runner(c, len(created), deadline, timings, tally) for c in clients))
-        cpu = meter.stop()
-
-    completed = timings.completed
-    seconds = timings.last_complete - timings.first_claim if completed else 0.0
+    groups = split(runner_tuples(runners), args.client_processes)
+    log(f"drain: {len(runners)} runners in {len(groups)} client processes draining {len(created)} orders")
+    target = loadgen.Target(server.base_url)
+    meter = CpuMeter(server.proc.pid if server.proc is not None else None, server.pg_database)
+    start_at = time.monotonic() + 0.2
+    deadline = start_at + args.drain_timeout
+    meter.start()
+    parts = await in_workers(
+        workers,
+        [
+            functools.partial(loadgen.drain, target, group, len(created), start_at, deadline, report)
+            for group in groups
+        ],
+    )
+    cpu = meter.stop(client_cpu_s=sum(p["cpuSeconds"] for p in parts))
+    completed: list[str] = [oid for p in parts for oid in p["completed"]]
+    first_claim = min(p["firstClaim"] for p in parts)
+    last_complete = max(p["lastComplete"] for p in parts)
+    for part in parts:
+        tally.merge(part["tally"])
+    seconds = last_complete - first_claim if completed else 0.0
     errors: list[str] = []
     if len(completed) != len(created):
         errors.append(f"{len(completed)} orders completed, {len(created)} created")
@@ -604,116 +516,32 @@ async def run_drain(
     result: dict[str, Any] = {
         "orders": len(created),
         "runners": len(runners),
+        "clientProcesses": len(groups),
         "completed": len(completed),
         "seconds": round(seconds, 3),
         "ordersPerSecond": round(len(completed) / seconds, 1) if seconds > 0 else None,
-        "claim": latency_summary(timings.claim, (50, 99)),
-        "start": latency_summary(timings.start, (50, 99)),
-        "complete": latency_summary(timings.complete, (50, 99)),
+        "claim": latency_summary([x for p in parts for x in p["claim"]], (50, 99)),
+        "start": latency_summary([x for p in parts for x in p["start"]], (50, 99)),
+        "complete": latency_summary([x for p in parts for x in p["complete"]], (50, 99)),
         "cpu": cpu,
         # what one order costs the server, whatever the client could keep up with
-        "serverCpuMsPerOrder": (
-            round(cpu["serverPercent"] / 100 * seconds * 1000 / len(completed), 3)
-            if completed and seconds > 0 and cpu.get("serverPercent") is not None
-            else None
-        ),
+        "serverCpuMsPerOrder": per_order(cpu.get("serverCpuSeconds"), len(completed)),
+        "databaseCpuMsPerOrder": per_order(cpu.get("databaseCpuSeconds"), len(completed)),
         "errors": errors,
     }
-    log(f"drain: {result['ordersPerSecond']} orders/s over {result['seconds']} s, {len(errors)} error lines")
+    log(
+        f"drain: {result['ordersPerSecond']} orders/s over {result['seconds']} s, server "
+        f"{result['serverCpuMsPerOrder']} ms CPU/order, {len(errors)} error lines"
+    )
     return result
+
+
+def per_order(cpu_seconds: float | None, count: int) -> float | None:
+    return round(cpu_seconds * 1000 / count, 3) if cpu_seconds is not None and count else None
 
 
 # --------------------------------------------------------------------------------------------------
 # paced load
-
-
-async def paced_runner(
-    client: httpx.AsyncClient,
-    claimed: dict[str, float],
-    stop: asyncio.Event,
-    deadline: float,
-    max_loops: int,
-    tally: Tally,
-) -> None:
-    """Long-poll, start and complete until `stop`; a long-poll in flight at `stop` is abandoned."""
-    stop_waiter = asyncio.ensure_future(stop.wait())
-    try:
-        for _ in range(max_loops):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            claim = asyncio.ensure_future(
-                timed_post(client, f"/runner/orders/claim-next?wait={LONG_POLL_S}", None)
-            )
-            await asyncio.wait({claim, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if not claim.done():
-                claim.cancel()
-                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
-                    await claim
-                return
-            try:
-                resp, received = claim.result()
-            except httpx.HTTPError as exc:
-                tally.exc("claim", exc)
-                await asyncio.sleep(0.05)
-                continue
-            if resp.status_code == 204:
-                continue
-            if resp.status_code != 200:
-                tally.http("claim", resp)
-                await asyncio.sleep(0.05)
-                continue
-            order = orjson.loads(resp.content)
-            claimed[order["id"]] = received
-            await start_and_complete(client, order, tally, None)
-        tally.note("paced: a runner hit its loop bound")
-    finally:
-        stop_waiter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop_waiter
-
-
-async def produce(
-    admin: httpx.AsyncClient,
-    runners: list[Runner],
-    rate: float,
-    total: int,
-    producers: int,
-    sent: dict[str, float],
-    tally: Tally,
-) -> tuple[float, float]:
-    """Create up to `total` orders, order i due at t0 + i/rate (open loop: a late producer sends at
-    once to catch up). Nothing is sent after the window + PACE_GRACE: an overloaded server makes the
-    round end with fewer orders, not last forever. Returns (first send, last send)."""
-    t0 = time.monotonic() + 0.05
-    stop_at = t0 + total / rate + max(PACE_GRACE_S, 0.2 * total / rate)
-    next_index = 0
-    first_send, last_send = math.inf, 0.0
-
-    async def producer() -> None:
-        nonlocal next_index, first_send, last_send
-        while next_index < total:
-            i = next_index
-            next_index += 1
-            delay = t0 + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            body = {"serverId": runners[i % len(runners)].server_id, "playbookKey": PLAYBOOK_KEY}
-            send_at = time.monotonic()
-            if send_at > stop_at:
-                return
-            first_send, last_send = min(first_send, send_at), max(last_send, send_at)
-            try:
-                resp = await post_json(admin, "/orders", body)
-            except httpx.HTTPError as exc:
-                tally.exc("create", exc)
-                continue
-            if resp.status_code == 201:
-                sent[orjson.loads(resp.content)["order"]["id"]] = send_at
-            else:
-                tally.http("create", resp)
-
-    await asyncio.gather(*(producer() for _ in range(producers)))
-    return first_send, last_send
 
 
 async def cancel_orders(admin: httpx.AsyncClient, order_ids: list[str], tally: Tally) -> int:
@@ -753,58 +581,70 @@ async def drain_leftovers(clients: list[httpx.AsyncClient], tally: Tally) -> int
                 if resp.status_code != 204:
                     tally.http("cleanup claim", resp)
                 break
-            if await start_and_complete(client, orjson.loads(resp.content), tally, None):
+            if await start_and_complete(client, orjson.loads(resp.content), tally):
                 done += 1
     return done
 
 
 async def run_paced(
-    base_url: str,
+    server: ServerProcess,
     admin: httpx.AsyncClient,
     runners: list[Runner],
     rate: float,
-    duration: float,
-    meter: CpuMeter,
+    args: argparse.Namespace,
+    workers: ProcessPoolExecutor,
 ) -> dict[str, Any]:
+    """Runners long-poll in the worker processes while one more worker creates orders at `rate`."""
     tally = Tally()
+    duration = args.duration
     total = max(1, round(rate * duration))
-    # Enough producers that each has up to 100 ms for its create before its next slot is due.
+    # Enough connections that each has up to 100 ms for its create before its next slot is due.
     producers = max(8, min(MAX_PRODUCERS, math.ceil(rate / 10.0)))
-    sent: dict[str, float] = {}
-    claimed: dict[str, float] = {}
-    stop = asyncio.Event()
+    groups = split(runner_tuples(runners), args.client_processes)
     log(
-        f"paced: {rate:g} orders/s for {duration:g} s "
-        f"({total} orders, {producers} producers, {len(runners)} runners)"
+        f"paced: {rate:g} orders/s for {duration:g} s ({total} orders, {producers} producer "
+        f"connections, {len(runners)} runners in {len(groups)} client processes)"
     )
-    async with runner_clients(base_url, runners) as clients:
-        hard_deadline = time.monotonic() + 1.2 * duration + PACE_GRACE_S + STRAGGLER_WAIT_S + 60.0
-        tasks = [
-            asyncio.ensure_future(paced_runner(c, claimed, stop, hard_deadline, 10 * total + 1000, tally))
-            for c in clients
-        ]
-        await asyncio.sleep(0.5)  # let every runner park its first long-poll
-        meter.start()
-        first_send, last_send = await produce(admin, runners, rate, total, producers, sent, tally)
-        cpu = meter.stop()
-        straggler_deadline = time.monotonic() + STRAGGLER_WAIT_S
-        for _ in range(int(STRAGGLER_WAIT_S / 0.01) + 10):
-            if not (sent.keys() - claimed.keys()) or time.monotonic() > straggler_deadline:
-                break
-            await asyncio.sleep(0.01)
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        left_behind = sorted(sent.keys() - claimed.keys())
-        # Orders of an overloaded round are cancelled (1 call each) rather than run, then whatever
-        # is still queued (e.g. a create whose answer was lost) is run so the next round starts empty.
-        cancelled = await cancel_orders(admin, left_behind, tally)
+    target = loadgen.Target(server.base_url, server.admin_key)
+    t0 = time.monotonic() + 0.7  # the runners park their first long-poll meanwhile
+    stop_at = t0 + total / rate + max(PACE_GRACE_S, 0.2 * total / rate)
+    end_at = stop_at + STRAGGLER_WAIT_S
+    meter = CpuMeter(server.proc.pid if server.proc is not None else None, server.pg_database)
+    meter.start()
+    produced, *parts = await in_workers(
+        workers,
+        [
+            functools.partial(
+                loadgen.produce,
+                target,
+                [r.server_id for r in runners],
+                PLAYBOOK_KEY,
+                rate,
+                total,
+                t0,
+                stop_at,
+                producers,
+            ),
+            *(functools.partial(loadgen.paced_runners, target, g, LONG_POLL_S, end_at) for g in groups),
+        ],
+    )
+    cpu = meter.stop(client_cpu_s=produced["cpuSeconds"] + sum(p["cpuSeconds"] for p in parts))
+    sent: dict[str, float] = produced["sent"]
+    claimed: dict[str, float] = {oid: t for p in parts for oid, t in p["claimed"].items()}
+    for part in (produced, *parts):
+        tally.merge(part["tally"])
+    left_behind = sorted(sent.keys() - claimed.keys())
+    # Orders of an overloaded round are cancelled (1 call each) rather than run, then whatever is
+    # still queued (e.g. a create whose answer was lost) is run so the next round starts empty.
+    cancelled = await cancel_orders(admin, left_behind, tally)
+    async with runner_clients(server.base_url, runners) as clients:
         leftovers = await drain_leftovers(clients, tally)
 
     latencies = [claimed[oid] - t for oid, t in sent.items() if oid in claimed]
     errors = tally.lines()
     if tally.server_errors:
         errors.insert(0, f"{tally.server_errors} answers were 5xx")
-    span = last_send - first_send
+    span = produced["last"] - produced["first"]
     achieved = (len(sent) - 1) / span if len(sent) > 1 and span > 0 else None
     c2c = latency_summary(latencies, (50, 95, 99), with_max=True)
     result: dict[str, Any] = {
@@ -830,27 +670,28 @@ async def run_paced(
 # one backend
 
 
-async def bench_server(server: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
-    async with admin_client(server.base_url, server.admin_key, connections=MAX_PRODUCERS + 8) as admin:
+async def bench_server(
+    server: ServerProcess, args: argparse.Namespace, workers: ProcessPoolExecutor
+) -> dict[str, Any]:
+    async with admin_client(server.base_url, server.admin_key, connections=CREATE_CONCURRENCY) as admin:
         runners = await setup_fleet(admin, args.runners)
-        meter = CpuMeter(server.proc.pid if server.proc is not None else None)
-        drain = await run_drain(server.base_url, admin, runners, args.orders, args.drain_timeout, meter)
-        paced = [
-            await run_paced(server.base_url, admin, runners, rate, args.duration, meter)
-            for rate in args.rates
-        ]
+        drain = await run_drain(server, admin, runners, args, workers)
+        paced = [await run_paced(server, admin, runners, rate, args, workers) for rate in args.rates]
     return {"drain": drain, "paced": paced}
 
 
-async def bench_yardstick(server: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
+async def bench_yardstick(
+    server: ServerProcess, args: argparse.Namespace, workers: ProcessPoolExecutor
+) -> dict[str, Any]:
     """The drain alone, against the bare prototype: the yardstick of the ratios."""
     async with admin_client(server.base_url, server.admin_key, connections=CREATE_CONCURRENCY) as admin:
         runners = await setup_fleet(admin, args.runners)
-        meter = CpuMeter(server.proc.pid if server.proc is not None else None)
-        return await run_drain(server.base_url, admin, runners, args.orders, args.drain_timeout, meter)
+        return await run_drain(server, admin, runners, args, workers)
 
 
-def run_yardstick(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def yardstick_server(backend: str) -> Iterator[YardstickProcess]:
+    """bench/yardstick.py running on a throw-away database of `backend`, stopped on exit."""
     with contextlib.ExitStack() as stack:
         data_dir = Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ikoma-yardstick-{backend}-"))
@@ -865,7 +706,29 @@ def run_yardstick(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         server.start()
         stack.callback(server.stop)
         server.wait_ready()
-        return asyncio.run(bench_yardstick(server, args))
+        yield server
+
+
+@contextlib.contextmanager
+def ikoma_server(backend: str) -> Iterator[ServerProcess]:
+    """`ikoma serve` on a throw-away database of `backend`, stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ikoma-bench-{backend}-")))
+        if backend == "sqlite":
+            database_url = f"sqlite:///{data_dir / 'bench.db'}"
+        else:
+            database_url = stack.enter_context(postgres_database())
+        server = ServerProcess(database_url, data_dir, admin_key=secrets.token_urlsafe(24))
+        log(f"{backend}: starting server on {server.base_url}")
+        server.start()
+        stack.callback(server.stop)
+        server.wait_ready()
+        yield server
+
+
+def run_yardstick(backend: str, args: argparse.Namespace, workers: ProcessPoolExecutor) -> dict[str, Any]:
+    with yardstick_server(backend) as server:
+        return asyncio.run(bench_yardstick(server, args, workers))
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
 
@@ -904,19 +767,9 @@ def postgres_reachable() -> str | None:
     return None
 
 
-def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    with contextlib.ExitStack() as stack:
-        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"ikoma-bench-{backend}-")))
-        if backend == "sqlite":
-            database_url = f"sqlite:///{data_dir / 'bench.db'}"
-        else:
-            database_url = stack.enter_context(postgres_database())
-        server = ServerProcess(database_url, data_dir, admin_key=secrets.token_urlsafe(24))
-        log(f"{backend}: starting server on {server.base_url}")
-        server.start()
-        stack.callback(server.stop)
-        server.wait_ready()
-        result = asyncio.run(bench_server(server, args))
+def run_backend(backend: str, args: argparse.Namespace, workers: ProcessPoolExecutor) -> dict[str, Any]:
+    with ikoma_server(backend) as server:
+        result = asyncio.run(bench_server(server, args, workers))
         if server.proc is not None and server.proc.poll() is not None:
             raise BenchError(f"server exited during the benchmark:\n{server.log_tail()}")
         if result["drain"]["errors"] or any(p["errors"] for p in result["paced"]):
@@ -930,10 +783,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", default="sqlite,postgresql", help="comma list of sqlite,postgresql")
     parser.add_argument("--runners", type=int, default=8, help="runners, each on its own server (default 8)")
     parser.add_argument("--orders", type=int, default=4000, help="orders queued for the drain (default 4000)")
-    parser.add_argument("--rates", default="100,500,1000", help="paced creation rates in orders/s")
+    parser.add_argument(
+        "--rates", default="200,1000", help="paced creation rates in orders/s (issue 11: 200,1000)"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each paced round (default 5)")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="give up the drain after this (s)")
     parser.add_argument("--quick", action="store_true", help="tiny run: 200 orders, rate 50, 2 s")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=2,
+        help="worker processes the runners are split over (default 2; paced rounds add one producer)",
+    )
     parser.add_argument(
         "--no-yardstick",
         dest="yardstick",
@@ -953,6 +814,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--rates must be a comma list of numbers")
     if not 1 <= args.runners <= 256 or not 1 <= args.orders <= 1_000_000:
         parser.error("--runners must be 1..256 and --orders 1..1000000")
+    if not 1 <= args.client_processes <= 32:
+        parser.error("--client-processes must be 1..32")
     if any(not 0 < r <= 20_000 for r in args.rates) or not 0 < args.duration <= 600:
         parser.error("rates must be in (0, 20000] and --duration in (0, 600]")
     return args
@@ -966,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     results: list[dict[str, Any]] = []
     failed = False
+    workers = loadgen.pool(args.client_processes + 1)
     for backend in args.backends:
         if backend == "postgresql":
             why = postgres_reachable()
@@ -974,9 +838,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"backend": backend, "skipped": f"PostgreSQL unreachable: {why}"})
                 continue
         try:
-            result = run_backend(backend, args)
+            result = run_backend(backend, args, workers)
             if args.yardstick:
-                yardstick = run_yardstick(backend, args)
+                yardstick = run_yardstick(backend, args, workers)
                 result["yardstick"] = {"drain": yardstick}
                 # issue 11's first two targets: IKOMA's drain as a fraction of the bare prototype's
                 result["drainVsYardstick"] = ratio(
@@ -995,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
             results.append({"backend": backend, "failed": f"{type(exc).__name__}: {exc}"})
             failed = True
+    workers.shutdown()
     document = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -1008,6 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             "rates": [number(r) for r in args.rates],
             "durationSeconds": number(args.duration),
             "longPollSeconds": LONG_POLL_S,
+            "clientProcesses": args.client_processes,
         },
         "results": results,
     }
