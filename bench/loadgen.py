@@ -371,3 +371,88 @@ async def _hammer(
     await _sleep_until(start_at)
     await asyncio.gather(*(worker() for _ in range(connections)))
     return {"ok": len(latencies), "latencies": latencies, "first": first, "last": last, "tally": tally}
+
+
+# --------------------------------------------------------------------------------------------------
+# completions alone (ingestion cost): claim and start first, complete later
+
+
+def claim_and_start(target: Target, runners: list[tuple[str, str, str]], max_orders: int) -> dict[str, Any]:
+    """Every runner claims and starts until claim-next answers 204: {"held": [(runner, orderId,
+    leaseToken)], "tally"}; the orders stay RUNNING for `complete_all`."""
+    return _run(lambda: _claim_and_start(target, runners, max_orders))
+
+
+async def _claim_and_start(
+    target: Target, runners: list[tuple[str, str, str]], max_orders: int
+) -> dict[str, Any]:
+    tally = Tally()
+    held: list[tuple[tuple[str, str, str], str, str]] = []
+
+    async def one(runner: tuple[str, str, str]) -> None:
+        conn = target.runner(runner)
+        try:
+            for _ in range(max_orders + 1):
+                answer = await conn.request("POST", "/v1/runner/orders/claim-next?wait=0")
+                if answer.status != 200:
+                    if answer.status != 204:
+                        tally.answer("claim", answer)
+                    return
+                order = answer.json()
+                lease = {"leaseToken": order["leaseToken"]}
+                started = await conn.request("POST", f"/v1/runner/orders/{order['id']}/start", lease)
+                if started.status != 200:
+                    tally.answer("start", started)
+                    continue
+                held.append((runner, order["id"], order["leaseToken"]))
+        except WireError as exc:
+            tally.exc("claim/start", exc)
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(one(r) for r in runners))
+    return {"held": held, "tally": tally}
+
+
+def complete_all(
+    target: Target, held: list[tuple[tuple[str, str, str], str, str]], report: dict[str, Any], start_at: float
+) -> dict[str, Any]:
+    """Complete (SUCCEEDED, `report`) every held order, one runner's orders one after the other."""
+    return _run(lambda: _complete_all(target, held, report, start_at))
+
+
+async def _complete_all(
+    target: Target, held: list[tuple[tuple[str, str, str], str, str]], report: dict[str, Any], start_at: float
+) -> dict[str, Any]:
+    tally = Tally()
+    latencies: list[float] = []
+    by_runner: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    for runner, order_id, lease in held:
+        by_runner.setdefault(runner, []).append((order_id, lease))
+    first, last = math.inf, 0.0
+
+    async def one(runner: tuple[str, str, str], orders: list[tuple[str, str]]) -> None:
+        nonlocal first, last
+        conn = target.runner(runner)
+        try:
+            for order_id, lease in orders:
+                body = {"status": "SUCCEEDED", "report": report, "leaseToken": lease}
+                t0 = time.monotonic()
+                first = min(first, t0)
+                try:
+                    answer = await conn.request("POST", f"/v1/runner/orders/{order_id}/complete", body)
+                except WireError as exc:
+                    tally.exc("complete", exc)
+                    continue
+                t1 = time.monotonic()
+                last = max(last, t1)
+                if answer.status == 200:
+                    latencies.append(t1 - t0)
+                else:
+                    tally.answer("complete", answer)
+        finally:
+            conn.close()
+
+    await _sleep_until(start_at)
+    await asyncio.gather(*(one(r, o) for r, o in by_runner.items()))
+    return {"ok": len(latencies), "latencies": latencies, "first": first, "last": last, "tally": tally}
