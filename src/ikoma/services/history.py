@@ -1,4 +1,7 @@
-"""The order's history: transition events and attempt rows. Every transition goes through here."""
+"""The order's history: transition events and attempt rows. Every transition goes through here.
+
+Each transition is also published to the event log (services/events.py) in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, update
 
+from ikoma.domain.event_kinds import order_kind
 from ikoma.domain.lifecycle import OrderStatus
+from ikoma.services import events as event_log
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Tx
 from ikoma.storage.tables import order_attempts, order_events
@@ -45,6 +50,7 @@ def event(
 
 
 _INSERT_EVENTS = insert(order_events)
+_RUNNER = "runner:"  # how a runner acts (services/dispatch.py RunnerIdentity.actor)
 _OPEN_ATTEMPT = insert(order_attempts).values(claimed_at=db_now())
 _MARK_STARTED = (
     update(order_attempts)
@@ -56,6 +62,29 @@ _MARK_STARTED = (
 async def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
     if events:
         await tx.execute(_INSERT_EVENTS, events if len(events) > 1 else events[0])
+        for one in events:
+            _publish(tx, one)
+
+
+def _publish(tx: Tx, one: dict[str, Any]) -> None:
+    """The transition in the event log; its server is the order's (filled in by the insert)."""
+    actor: str = one["actor"]
+    data = {
+        "from": one["from_status"],
+        "to": one["to_status"],
+        "reason": one["reason"],
+        "attempt": one["attempt"],
+    }
+    if one["details"]:
+        data["details"] = one["details"]  # a retry's delay, a cancel's reason
+    event_log.publish(
+        tx,
+        order_kind(one["to_status"], one["reason"]),
+        order_id=one["order_id"],
+        runner_id=actor.removeprefix(_RUNNER) if actor.startswith(_RUNNER) else None,
+        actor=actor,
+        data=data,
+    )
 
 
 async def open_attempt(tx: Tx, *, order_id: str, attempt: int, runner_id: str, lease_token: str) -> None:

@@ -11,7 +11,7 @@ that reads then writes can never be refused half-way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,17 @@ class Tx:
         self._conn = conn
         self.dialect = dialect
         self._after_commit: list[Callable[[], None]] = []
+        self._before_commit: list[Callable[[Tx], Awaitable[None]]] | None = None
+
+    def before_commit(self, action: Callable[[Tx], Awaitable[None]]) -> None:
+        """Run `action(tx)` inside the transaction just before it commits (the event outbox's flush)."""
+        if self._before_commit is None:
+            self._before_commit = []
+        self._before_commit.append(action)
+
+    async def _committing(self) -> None:
+        for action in self._before_commit or ():
+            await action(self)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the transaction has committed (metrics, wake-ups): never for a rollback."""
@@ -93,6 +104,8 @@ class Database:
             async with self._async_engine.begin() as conn:
                 tx = Tx(conn, self.dialect)
                 yield tx
+                if tx._before_commit:
+                    await tx._committing()
             tx._committed()
             return
         async with self._lock:
@@ -101,6 +114,8 @@ class Database:
             tx = Tx(sqlite, self.dialect)
             try:
                 yield tx
+                if tx._before_commit:
+                    await tx._committing()
             except BaseException:
                 sqlite.rollback()
                 raise

@@ -568,3 +568,27 @@ Index(
     webhook_deliveries.c.status,
     webhook_deliveries.c.next_attempt_at,
 )
+
+# --- the event log (migration 0009) ----------------------------------------------------------------
+# One ordered log of what happens in the fleet (services/events.py): written in the transaction of the
+# change it describes, read by id (the cursor of GET /v1/events, SSE and webhooks). No foreign keys:
+# the history outlives the rows it names. AUTOINCREMENT on SQLite: an id is never handed out twice,
+# even after retention deleted every row (a reader's cursor would otherwise skip the new ones).
+events = Table(
+    "events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("ts", Timestamp, nullable=False, server_default=db_now()),
+    Column("kind", String(64), nullable=False),
+    Column("topic", String(32), nullable=False),
+    Column("server_id", Id),
+    Column("order_id", Id),
+    Column("runner_id", Id),
+    Column("actor", String(100)),
+    Column("data", Json, nullable=False),
+    sqlite_autoincrement=True,
+)
+Index("ix_events_server", events.c.server_id, events.c.id)
+Index("ix_events_order", events.c.order_id, events.c.id)
+# retention deletes by age
+Index("ix_events_ts", events.c.ts)
