@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     default_server: str | None = Field(default=None, validation_alias="IKOMA_DEFAULT_SERVER")
     # longest a caller of /execute or MCP may wait for a tool's order before getting 202 + the order id
     execute_max_wait: float = Field(default=300.0, gt=0, le=3600, validation_alias="IKOMA_EXECUTE_MAX_WAIT")
+    # --- live event stream (issue 12): SSE comment heartbeat, and events queued per subscriber before
+    # it is told it lags (`stream.lagging`) and its stream is closed
+    sse_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=3600, validation_alias="IKOMA_SSE_HEARTBEAT_SECONDS"
+    )
+    sse_queue_size: int = Field(default=1000, ge=1, le=1_000_000, validation_alias="IKOMA_SSE_QUEUE_SIZE")
 
     # --- machine state, reports, retention, schedules (issue 4) ----------------------------------
     # raw log artifacts: days kept per retention policy (pinned ones are kept until unpinned)

@@ -10,7 +10,7 @@ import structlog
 from fastapi import Depends, FastAPI
 
 from ikoma import __version__, bootstrap
-from ikoma.api import admin, api_clients, errors, health, openapi, runner
+from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner
 from ikoma.api import audit as audit_routes
 from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
@@ -20,6 +20,8 @@ from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.api.request_context import RequestContext
 from ikoma.services.admin_keys import ensure_admin_key
+from ikoma.services.event_fanout import EventFanout, EventLog
+from ikoma.services.events import NEW_EVENTS
 from ikoma.services.local_runner import (
     ensure_local_runner,
     ready_line,
@@ -44,6 +46,13 @@ def create_app(
 ) -> FastAPI:
     ctx = bootstrap.build(settings)
     mcp = McpEndpoint(ctx)  # MCP at /mcp; its session manager runs inside the lifespan
+    # the SSE streams' one reader of the event log (started by the first subscriber)
+    fanout = EventFanout(
+        EventLog(ctx.db),
+        registry=ctx.metrics.registry,
+        queue_size=settings.sse_queue_size,
+        doorbell=NEW_EVENTS,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +105,7 @@ def create_app(
             if runner_process is not None:
                 await stop_local_runner(runner_process)
             await stop(task)
+            await fanout.close()
             await ctx.dispatcher.close()
             await ctx.db.dispose()
 
@@ -108,6 +118,7 @@ def create_app(
         dependencies=[Depends(known_query_parameters)],
     )
     app.state.ctx = ctx
+    app.state.event_fanout = fanout
     # added first, so it runs inside the policy: bodies are read only for an authenticated caller
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(PolicyMiddleware, ctx=lambda: ctx, routes=lambda: app.router.routes)
@@ -121,6 +132,7 @@ def create_app(
     app.include_router(api_clients.router)
     app.include_router(tool_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(event_stream.router)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes
     app.router.routes.append(mcp.route)

@@ -80,6 +80,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/v1/orders/{order_id}/cancel"): OPERATOR,
     ("GET", "/v1/orders/{order_id}/logs"): OBSERVER,
     ("GET", "/v1/orders/{order_id}/events"): OBSERVER,
+    ("GET", "/v1/orders/{order_id}/logs/stream"): OBSERVER,  # SSE (api/event_stream.py)
     # --- API clients ----------------------------------------------------------------------------------
     ("GET", "/v1/api-clients"): ADMIN,
     ("POST", "/v1/api-clients"): ADMIN,
@@ -106,6 +107,8 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/v1/tools"): OBSERVER,
     ("GET", "/v1/audit"): ADMIN,
     ("POST", "/mcp"): OBSERVER,
+    # --- the live event stream (issue 12): what each caller sees is cut to its server scope ----------
+    ("GET", "/v1/events/stream"): OBSERVER,
 }
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -1,0 +1,186 @@
+"""Server-Sent Events routes: the event log live (`/v1/events/stream`) and an order's log live
+(`/v1/orders/{id}/logs/stream`). Parse, check the caller's scope, stream what the services produce.
+
+Both start with a `retry:` hint, send a comment heartbeat every `IKOMA_SSE_HEARTBEAT_SECONDS`, and
+resume from the `Last-Event-ID` header a reconnecting EventSource sends (it wins over the query).
+A client that goes away frees its subscription at once (sse-starlette watches for the disconnect).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Header, Query, Request, Security
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
+from ikoma.domain.errors import Invalid, NotFound
+from ikoma.services import logs, orders
+from ikoma.services.event_fanout import EventFanout, EventFilter, frame, retry_frame
+from ikoma.services.identity import Principal
+
+log = structlog.get_logger("ikoma.sse")
+
+router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
+
+# a peer that takes no bytes for this long is gone (or stuck): its stream is closed and freed
+SEND_TIMEOUT_SECONDS = 60.0
+LOG_PAGE = 1000
+LOG_END = "end"
+MAX_KINDS = 20
+MAX_LAST_EVENT_ID = 2**63 - 1
+
+STREAM_DOC = (
+    "`text/event-stream`: first a `retry:` line, then one message per event: `id:` (the event id), "
+    "`event:` (its kind) and `data:` (the event as JSON); a `: heartbeat` comment line every 15 s. A "
+    "subscriber too far behind gets `event: stream.lagging` (data: `lastEventId`) and the stream ends."
+)
+LOG_STREAM_DOC = (
+    "`text/event-stream`: `id:` (the chunk's seq), `event: log`, `data:` `{seq, stream, data, at}`; "
+    "once the order has ended and every chunk was sent, `event: end` with `{status, truncated}`."
+)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid credential"},
+    403: {"description": "the caller's role does not allow this"},
+}
+
+
+class EventStreamResponse(EventSourceResponse):
+    """An SSE answer whose heartbeat is a comment line, and whose stalled peer is dropped quietly."""
+
+    def __init__(self, content: AsyncIterator[bytes], *, heartbeat: float) -> None:
+        super().__init__(
+            content,
+            ping=heartbeat,
+            sep="\n",
+            ping_message_factory=lambda: ServerSentEvent(comment="heartbeat", sep="\n"),
+            send_timeout=SEND_TIMEOUT_SECONDS,
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("sse_send_timeout", path=scope["path"], seconds=SEND_TIMEOUT_SECONDS)
+
+
+def fanout_of(request: Request) -> EventFanout:
+    fanout: EventFanout = request.app.state.event_fanout
+    return fanout
+
+
+def resume_point(last_event_id: str | None, after: int | None) -> int | None:
+    """Where a stream starts: after `Last-Event-ID` when sent (an EventSource reconnecting keeps its
+    first URL, `?after=` included, so the header must win), else after `?after=`, else None (now)."""
+    if last_event_id is None or not last_event_id.strip():
+        return after
+    text = last_event_id.strip()
+    if not text.isdigit() or int(text) > MAX_LAST_EVENT_ID:
+        raise Invalid(
+            "Last-Event-ID must be the id of an event (a non-negative integer)",
+            reason="invalid_last_event_id",
+            field="Last-Event-ID",
+        )
+    return int(text)
+
+
+def visible_servers(principal: Principal, server_id: uuid.UUID | None) -> frozenset[str] | None:
+    """The servers whose events the caller gets: the one asked for (if in scope), else its scope."""
+    if server_id is not None:
+        principal.require_server(str(server_id))
+        return frozenset({str(server_id)})
+    return principal.server_ids
+
+
+LastEventId = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", max_length=40, description="Resume after this id (sent by EventSource)"),
+]
+
+
+@router.get(
+    "/events/stream",
+    response_class=EventSourceResponse,
+    responses={**ERRORS, 200: {"description": STREAM_DOC, "content": {"text/event-stream": {}}}},
+)
+async def stream_events(
+    request: Request,
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_LAST_EVENT_ID, description="Backlog: events after this id")
+    ] = None,
+    kind: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=64)]] | None,
+        Query(max_length=MAX_KINDS, description="Kind prefix (`order`, `order.failed`); repeatable (OR)"),
+    ] = None,
+    server_id: Annotated[uuid.UUID | None, Query(alias="serverId")] = None,
+    order_id: Annotated[uuid.UUID | None, Query(alias="orderId")] = None,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
+    """The event log live: the backlog after `Last-Event-ID` (or `after`), then new events as they are
+    written. Without either, only events from now on. Same filters and visibility as `GET /v1/events`."""
+    only = EventFilter(
+        kinds=tuple(kind or ()),
+        server_ids=visible_servers(principal, server_id),
+        order_id=str(order_id) if order_id else None,
+    )
+    start = resume_point(last_event_id, after)
+    stream = fanout_of(request).stream(only, start)
+    return EventStreamResponse(stream, heartbeat=ctx.settings.sse_heartbeat_seconds)
+
+
+@router.get(
+    "/orders/{order_id}/logs/stream",
+    response_class=EventSourceResponse,
+    responses={**ERRORS, 200: {"description": LOG_STREAM_DOC, "content": {"text/event-stream": {}}}},
+)
+async def stream_order_logs(
+    order_id: uuid.UUID,
+    request: Request,
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    after_seq: Annotated[
+        int, Query(alias="afterSeq", ge=-1, le=MAX_LAST_EVENT_ID, description="Chunks after this seq")
+    ] = -1,
+    last_event_id: LastEventId = None,
+) -> EventSourceResponse:
+    """An order's log live: the chunks stored so far, then new ones as the runner sends them; ends with
+    an `end` event once the order is terminal. `Last-Event-ID` is the last seq received."""
+    order = await orders.get_order(ctx.db, str(order_id))
+    if not principal.can_see_server(str(order["server_id"])):
+        raise NotFound("no order with this id", reason="order_not_found", orderId=str(order_id))
+    resumed = resume_point(last_event_id, None)
+    fanout = fanout_of(request)
+    return EventStreamResponse(
+        _log_frames(ctx, fanout, str(order_id), after_seq if resumed is None else resumed),
+        heartbeat=ctx.settings.sse_heartbeat_seconds,
+    )
+
+
+async def _log_frames(ctx: Any, fanout: EventFanout, order_id: str, after_seq: int) -> AsyncIterator[bytes]:
+    yield retry_frame()
+    with fanout.track():
+        while True:
+            # held until new chunks arrive or the order ends (wake-ups on the order's log key, 1 s poll)
+            page = await logs.read_logs(
+                ctx.db,
+                ctx.wakeups,
+                order_id=order_id,
+                after_seq=after_seq,
+                limit=LOG_PAGE,
+                wait=logs.MAX_WAIT_SECONDS,
+            )
+            for chunk in page["items"]:
+                yield frame(chunk["seq"], "log", chunk)
+                after_seq = int(chunk["seq"])
+            if page["done"]:
+                order = await orders.get_order(ctx.db, order_id)
+                yield frame(None, LOG_END, {"status": order["status"], "truncated": page["truncated"]})
+                return
