@@ -89,7 +89,7 @@ def _warm() -> None:
         import uvloop  # noqa: F401 - imported once so the timed call does not pay for it
 
 
-def _run(coro: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+def run_timed(coro: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Run one timed coroutine on a fresh loop; adds the worker's CPU seconds to its result."""
     runner: Callable[..., Any] = asyncio.run
     with contextlib.suppress(ImportError):
@@ -102,7 +102,7 @@ def _run(coro: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
-async def _sleep_until(at: float) -> None:
+async def sleep_until(at: float) -> None:
     delay = at - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
@@ -149,7 +149,7 @@ def drain(
     report: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every runner loops claim → start → complete from `start_at` until claim-next answers 204."""
-    return _run(lambda: _drain(target, runners, max_orders, start_at, deadline, report or REPORT))
+    return run_timed(lambda: _drain(target, runners, max_orders, start_at, deadline, report or REPORT))
 
 
 async def _drain(
@@ -206,7 +206,7 @@ async def _drain(
         finally:
             conn.close()
 
-    await _sleep_until(start_at)
+    await sleep_until(start_at)
     await asyncio.gather(*(one(r) for r in runners))
     out["tally"] = tally
     return out
@@ -220,7 +220,7 @@ def paced_runners(
     target: Target, runners: list[tuple[str, str, str]], long_poll_s: int, end_at: float
 ) -> dict[str, Any]:
     """Runners long-poll and run what they get until `end_at`: {orderId: claim answer received}."""
-    return _run(lambda: _paced_runners(target, runners, long_poll_s, end_at))
+    return run_timed(lambda: _paced_runners(target, runners, long_poll_s, end_at))
 
 
 async def _paced_runners(
@@ -253,7 +253,7 @@ async def _paced_runners(
             conn.close()
 
     tasks = [asyncio.ensure_future(loop(r)) for r in runners]
-    await _sleep_until(end_at)
+    await sleep_until(end_at)
     for task in tasks:  # a long-poll still parked at the end is abandoned (its connection closed)
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -272,7 +272,9 @@ def produce(
 ) -> dict[str, Any]:
     """Create order i at t0 + i/rate (open loop) over `connections` keep-alive connections; nothing
     is sent after `stop_at`. Returns {"sent": {orderId: send time}, "first", "last", "tally"}."""
-    return _run(lambda: _produce(target, server_ids, playbook_key, rate, total, t0, stop_at, connections))
+    return run_timed(
+        lambda: _produce(target, server_ids, playbook_key, rate, total, t0, stop_at, connections)
+    )
 
 
 async def _produce(
@@ -297,7 +299,7 @@ async def _produce(
             while next_index < total:
                 i = next_index
                 next_index += 1
-                await _sleep_until(t0 + i / rate)
+                await sleep_until(t0 + i / rate)
                 send_at = time.monotonic()
                 if send_at > stop_at:
                     return
@@ -331,7 +333,7 @@ def hammer(
 ) -> dict[str, Any]:
     """The admin `calls` (method, path, body), `connections` at a time, as fast as the server
     answers. Returns {"ok", "latencies", "first", "last", "tally"}."""
-    return _run(lambda: _hammer(target, calls, connections, start_at))
+    return run_timed(lambda: _hammer(target, calls, connections, start_at))
 
 
 async def _hammer(
@@ -368,7 +370,7 @@ async def _hammer(
         finally:
             conn.close()
 
-    await _sleep_until(start_at)
+    await sleep_until(start_at)
     await asyncio.gather(*(worker() for _ in range(connections)))
     return {"ok": len(latencies), "latencies": latencies, "first": first, "last": last, "tally": tally}
 
@@ -380,7 +382,7 @@ async def _hammer(
 def claim_and_start(target: Target, runners: list[tuple[str, str, str]], max_orders: int) -> dict[str, Any]:
     """Every runner claims and starts until claim-next answers 204: {"held": [(runner, orderId,
     leaseToken)], "tally"}; the orders stay RUNNING for `complete_all`."""
-    return _run(lambda: _claim_and_start(target, runners, max_orders))
+    return run_timed(lambda: _claim_and_start(target, runners, max_orders))
 
 
 async def _claim_and_start(
@@ -418,7 +420,7 @@ def complete_all(
     target: Target, held: list[tuple[tuple[str, str, str], str, str]], report: dict[str, Any], start_at: float
 ) -> dict[str, Any]:
     """Complete (SUCCEEDED, `report`) every held order, one runner's orders one after the other."""
-    return _run(lambda: _complete_all(target, held, report, start_at))
+    return run_timed(lambda: _complete_all(target, held, report, start_at))
 
 
 async def _complete_all(
@@ -453,6 +455,6 @@ async def _complete_all(
         finally:
             conn.close()
 
-    await _sleep_until(start_at)
+    await sleep_until(start_at)
     await asyncio.gather(*(one(r, o) for r, o in by_runner.items()))
     return {"ok": len(latencies), "latencies": latencies, "first": first, "last": last, "tally": tally}

@@ -123,3 +123,14 @@ class CpuMeter:
             out["databasePercent"] = round(100.0 * database_s / wall, 1)
             out["databaseCpuSeconds"] = round(database_s, 2)
         return out
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of one process in MB (None when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
