@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run up test lint bench bench-ping bench-idle smoke install clean
+.PHONY: run up test lint bench bench-ping bench-idle bench-fleet smoke install clean
 
 # Recipes are silent (@) so that `make bench` prints nothing but its JSON on stdout.
 $(STAMP): pyproject.toml
@@ -31,8 +31,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP) ## dispatch benchmark: prints JSON figures for SQLite and PostgreSQL
+# the `bench` extra holds the peers (procrastinate, pgqueuer) that bench/peers.py compares with
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@$(BIN)/pip install --quiet -e '.[bench]' >&2
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## issue 11 benchmarks, one JSON document each: dispatch (+ yardstick), costs, peers (PostgreSQL)
 	@$(BIN)/python bench/dispatch.py
+	@$(BIN)/python bench/costs.py
+	@$(BIN)/python bench/peers.py
+
+bench-fleet: $(STAMP) ## largest fleet of simulated runners one `ikoma serve` keeps up with (SQLite, JSON)
+	@$(BIN)/python bench/fleet.py
 
 bench-ping: $(STAMP) ## create→SUCCEEDED latency of 200 pings through `ikoma up`'s local runner (JSON)
 	@$(BIN)/python bench/ping.py
