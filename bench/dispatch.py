@@ -12,14 +12,12 @@ database, sets up a fleet over the admin API, then runs two benchmarks against i
   (open loop, scheduled against the monotonic clock). create->claim latency of an order = the time
   its claim answer reached a runner - the time just before its create request was sent.
 
-Client side: runners and producers are asyncio tasks in this one process, on uvloop when it is
-installed, one keep-alive httpx.AsyncClient (HTTP/1.1) per runner and one shared client for the
-producers. httpx costs ~0.4 ms of client CPU per request here, so at the highest paced rates the
-client needs about as much CPU as the server. The machine this was written for has only 2 cores
-shared by client, server and database, so splitting the clients over more processes would not add
-CPU, only contention: we keep one process and measure instead. Every result carries `cpu`
-(client and server process CPU in % of one core, whole machine busy %): a client near 100 %, or a
-machine near 100 %, means the numbers are a lower bound of what the server alone could do.
+Client side: the parent process sets up (httpx, not timed) and checks the outcome; the timed load
+runs in spawned worker processes with a bare HTTP/1.1 client (loadgen.py, wire.py), which costs a
+few tens of µs per request, so that the server, not the client, is the bottleneck. Every result
+carries `cpu` (client processes, server process tree, PostgreSQL backends of the run's database,
+whole machine; meters.py) and CPU per order: on a shared 2-core machine the CPU figures and the
+ratios to the yardstick run just after are what compare, not absolute throughput.
 
 One JSON document goes to stdout; progress goes to stderr. All traffic goes to 127.0.0.1.
 """
