@@ -9,8 +9,10 @@ from ikoma.metrics import Metrics
 from ikoma.services.admin_keys import AdminKeyring
 from ikoma.services.artifacts import Artifacts
 from ikoma.services.audit_anchor import load_anchor
+from ikoma.services.broadcast import Broadcast
 from ikoma.services.dispatch import Dispatcher
 from ikoma.services.ingest import Ingestor
+from ikoma.services.leader import Leader
 from ikoma.services.reconciler import Reconciler
 from ikoma.services.retention import Sweeper
 from ikoma.services.schedules import Scheduler
@@ -30,14 +32,18 @@ class Context:
     reconciler: Reconciler
     artifacts: Artifacts
     vault: Vault
+    # wake-ups across replicas (LISTEN/NOTIFY) and the one replica that runs the background loops
+    broadcast: Broadcast
+    leader: Leader
     keyring: AdminKeyring = field(default_factory=lambda: AdminKeyring(()))
     head_revision: str = ""
 
 
 def build(settings: Settings) -> Context:
     db = Database(settings.resolved_database_url)
-    wakeups = Wakeups()
     metrics = Metrics()
+    broadcast = Broadcast(db, metrics=metrics)
+    wakeups = Wakeups(broadcast)
     artifacts = Artifacts(settings.data_dir, retention_of(settings))
     vault = load_vault(
         settings.encryption_keys.get_secret_value() if settings.encryption_keys else None, settings.data_dir
@@ -54,6 +60,7 @@ def build(settings: Settings) -> Context:
             metrics=metrics,
             ingestor=Ingestor(artifacts),
             vault=vault,
+            broadcast=broadcast,
         ),
         reconciler=Reconciler(
             db,
@@ -82,6 +89,9 @@ def build(settings: Settings) -> Context:
         ),
         artifacts=artifacts,
         vault=vault,
+        broadcast=broadcast,
+        # a dead leader's loops move within one check; no need to wait a whole reconcile interval
+        leader=Leader(db, interval=min(settings.reconcile_interval, 5.0), metrics=metrics),
     )
 
 

@@ -24,6 +24,23 @@ class Metrics:
         self.runners_online = Gauge(
             "ikoma_runners_online", "Runners with a recent heartbeat", registry=self.registry
         )
+        # replicas (services/broadcast.py, services/leader.py): what woke each waiting claim, the
+        # messages other processes sent us, and whether this process runs the background loops
+        self.claim_wakeups = Counter(
+            "ikoma_claim_wakeups",
+            "Waiting claims woken, by source (local, broadcast from another process, doorbell poll)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.broadcasts_received = Counter(
+            "ikoma_broadcasts_received",
+            "Messages received from other processes (PostgreSQL NOTIFY)",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "ikoma_leader", "1 while this process runs the background loops", registry=self.registry
+        )
 
     def count_transition(self, to_status: OrderStatus | str, n: int = 1) -> None:
         self.transitions.labels(to_status=str(to_status)).inc(n)

@@ -28,7 +28,6 @@ from ikoma.services.local_runner import (
     start_local_runner,
     stop_local_runner,
 )
-from ikoma.services.reconciler import stop
 from ikoma.settings import Settings
 from ikoma.storage import migrate
 from ikoma.storage.urls import redact
@@ -66,9 +65,11 @@ def create_app(
         )
         ctx.keyring = setup.keyring
         app.state.admin_key_announcement = setup.announcement
-        task = (
-            asyncio.create_task(ctx.reconciler.run_forever(), name="reconciler") if run_reconciler else None
-        )
+        # wake-ups from the other replicas, then the background loops on the elected replica only
+        await ctx.broadcast.start()
+        if run_reconciler:
+            ctx.leader.run_while_leading("reconciler", ctx.reconciler.run_forever)
+        await ctx.leader.start()
         runner_process = None
         # a wildcard listen address is reached locally through the loopback
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
@@ -104,9 +105,10 @@ def create_app(
                 ready.cancel()
             if runner_process is not None:
                 await stop_local_runner(runner_process)
-            await stop(task)
+            await ctx.leader.close()
             await fanout.close()
             await ctx.dispatcher.close()
+            await ctx.broadcast.close()
             await ctx.db.dispose()
 
     app = FastAPI(

@@ -120,22 +120,26 @@ async def runner_heartbeat(request: Request) -> Response:
 
 async def claim_next(request: Request) -> Response:
     dispatcher = _ctx(request).dispatcher
-    async with _call(request) as (identity, tx):
-        raw_wait = request.query_params.get("wait", "0")
-        try:
-            wait = float(raw_wait)
-        except ValueError:
-            wait = -1.0
-        if not 0 <= wait <= MAX_WAIT_SECONDS:
-            raise Invalid(
-                f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}",
-                field="wait",
-                value=raw_wait[:20],
-            )
-        order = await dispatcher.claim_once(identity, tx=tx)
-    if order is None and wait > 0:
-        # long-poll outside the first transaction: each later try is a transaction of its own
+    raw_wait = request.query_params.get("wait", "0")
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        wait = -1.0
+    if 0 < wait <= MAX_WAIT_SECONDS:
+        # a long-poll: the token from the verified-token cache, a look before any write (answered from
+        # the doorbell's last read when safe), so an idle runner's poll costs no query (docs/performance.md)
+        headers = request.headers
+        identity = await dispatcher.authenticate(headers.get("x-runner-id"), headers.get("x-runner-token"))
         order = await dispatcher.claim_next(identity, wait=wait, disconnected=request.is_disconnected)
+    else:
+        async with _call(request) as (identity, tx):
+            if not 0 <= wait <= MAX_WAIT_SECONDS:
+                raise Invalid(
+                    f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}",
+                    field="wait",
+                    value=raw_wait[:20],
+                )
+            order = await dispatcher.claim_once(identity, tx=tx)
     if order is None:
         return Response(status_code=204)
     return _json(ClaimedOrder, order)

@@ -59,7 +59,12 @@ async def revoke_runner(runner: RunnerRef, ctx: Ctx, principal: CurrentPrincipal
     """Its token is refused from now on; the orders it holds are requeued or ended, never lost."""
     await _check_scope(ctx, principal, runner)
     return await runners.revoke_runner(
-        ctx.db, ctx.reconciler, runner, actor=principal.actor, stale_after=ctx.settings.stale_after
+        ctx.db,
+        ctx.reconciler,
+        runner,
+        actor=principal.actor,
+        stale_after=ctx.settings.stale_after,
+        broadcast=ctx.broadcast,
     )
 
 
@@ -72,7 +77,7 @@ async def rotate_token(runner: RunnerRef, ctx: Ctx, principal: CurrentPrincipal)
     """A new token, shown once; the old one is refused at once."""
     await _check_scope(ctx, principal, runner)
     return await runners.rotate_token(
-        ctx.db, runner, actor=principal.actor, stale_after=ctx.settings.stale_after
+        ctx.db, runner, actor=principal.actor, stale_after=ctx.settings.stale_after, broadcast=ctx.broadcast
     )
 
 
@@ -83,5 +88,7 @@ async def rotate_token(runner: RunnerRef, ctx: Ctx, principal: CurrentPrincipal)
 )
 async def delete_runner(runner: RunnerRef, ctx: Ctx, principal: CurrentPrincipal) -> Response:
     await _check_scope(ctx, principal, runner)
-    await runners.delete_runner(ctx.db, runner, actor=principal.actor, stale_after=ctx.settings.stale_after)
+    await runners.delete_runner(
+        ctx.db, runner, actor=principal.actor, stale_after=ctx.settings.stale_after, broadcast=ctx.broadcast
+    )
     return Response(status_code=204)

@@ -37,9 +37,12 @@ from ikoma.domain.secret_params import is_sealed, unseal_params
 from ikoma.metrics import Metrics
 from ikoma.services import dispatch_sql as sql
 from ikoma.services import history
+from ikoma.services.broadcast import Broadcast
+from ikoma.services.doorbell import Doorbell
 from ikoma.services.ingest import Ingestor
+from ikoma.services.runner_credentials import VerifiedTokens
 from ikoma.services.vault import SecretUnreadable, Vault
-from ikoma.services.wakeups import FALLBACK_POLL_SECONDS, Wakeups
+from ikoma.services.wakeups import Wakeups
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import order_attempts, orders
 
@@ -61,6 +64,10 @@ class RunnerIdentity:
         return f"runner:{self.runner_id}"
 
 
+def _rotated(identity: RunnerIdentity, stored_hash: str) -> bool:
+    return identity.token_hash is not None and identity.token_hash != stored_hash
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -72,11 +79,14 @@ class Dispatcher:
         retry: RetryPolicy | None = None,
         ingestor: Ingestor | None = None,
         vault: Vault | None = None,
+        broadcast: Broadcast | None = None,
     ) -> None:
         self.db = db
         # opens sealed secret params for the runner that holds the lease, and for nobody else
         self.vault = vault
-        self._doorbell: asyncio.Task[None] | None = None
+        # the waiting claims' shared read, and the idle polls' token check without a query (H2)
+        self.doorbell = Doorbell(db, wakeups, broadcast)
+        self.credentials = VerifiedTokens(broadcast)
         self.claim_lease = claim_lease
         self.wakeups = wakeups
         self.metrics = metrics
@@ -87,9 +97,20 @@ class Dispatcher:
     async def authenticate(
         self, runner_id: str | None, token: str | None, *, tx: Tx | None = None
     ) -> RunnerIdentity:
-        """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner."""
+        """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner.
+
+        Without a transaction (an idle long-poll, the check before a body is read) a token verified in
+        the last minute is trusted from `self.credentials` (see services/runner_credentials.py for how
+        a revoked or rotated token is refused at once); in a transaction the database answers.
+        """
         if not runner_id or not token or not is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")
+        runner_id = str(uuid.UUID(runner_id))
+        if tx is None:
+            known = self.credentials.lookup(runner_id, token)
+            if known is not None:
+                return RunnerIdentity(runner_id, known.server_id, token_hash=known.token_hash)
+        generation = self.credentials.generation
         params = {"runner_id": runner_id}
         if tx is not None:
             row = (await tx.execute(sql.AUTH, params)).first()
@@ -98,9 +119,8 @@ class Dispatcher:
                 row = (await own.execute(sql.AUTH, params)).first()
         if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
             raise Unauthorized("runner credentials are missing or invalid")
-        return RunnerIdentity(
-            runner_id=str(uuid.UUID(runner_id)), server_id=row.server_id, token_hash=row.token_hash
-        )
+        self.credentials.remember(runner_id, row.token_hash, row.server_id, generation=generation)
+        return RunnerIdentity(runner_id=runner_id, server_id=row.server_id, token_hash=row.token_hash)
 
     @asynccontextmanager
     async def runner_call(
@@ -201,8 +221,10 @@ class Dispatcher:
     ) -> dict[str, Any] | None:
         """The oldest eligible order, claimed with a new lease; waits up to `wait` seconds for one.
 
-        A waiting claim queries nothing while it waits: a new or requeued order notifies it, and the
-        process's doorbell (one read a second for all waiters) rings it for what notifications miss.
+        A waiting claim queries nothing while it waits: a new or requeued order notifies it (from this
+        process or, through the broadcast, another one), and the process's doorbell (one read a second
+        for all waiters) rings it for what notifications miss. Its first look is answered from the
+        doorbell's last read when that is safe, so an idle poll reads nothing at all.
         """
         wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
         if wait == 0:
@@ -213,51 +235,45 @@ class Dispatcher:
             while True:
                 waiter.clear()
                 if await self._has_eligible(identity):
-                    order = await self.claim_once(identity)
+                    order = await self._claim_as_now(identity)
                     if order is not None:
                         return order
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
-                self._ring_doorbell_while_waiting()
+                self.doorbell.ring_while_waiting()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), timeout=remaining)
                 if not waiter.is_set():
                     return None  # the wait ran out, and nobody rang: there is nothing to claim
+                self.metrics.claim_wakeups.labels(source=waiter.source or "unknown").inc()
                 # A runner that hung up must not be handed an order it will never see.
                 if disconnected is not None and await disconnected():
                     return None
 
     async def close(self) -> None:
         """Stop the doorbell (at shutdown; it also stops by itself once nobody waits)."""
-        if self._doorbell is not None:
-            self._doorbell.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._doorbell
+        await self.doorbell.close()
 
     async def _has_eligible(self, identity: RunnerIdentity) -> bool:
+        known = self.doorbell.claimable(identity.runner_id, identity.server_id)
+        if known is not None:
+            return known
         statement = sql.ANY_ELIGIBLE[identity.server_id is not None]
         params = {"p_runner_id": identity.runner_id, "p_server_id": identity.server_id}
         async with self.db.read() as tx:
             return (await tx.execute(statement, params)).first() is not None
 
-    def _ring_doorbell_while_waiting(self) -> None:
-        if self._doorbell is None or self._doorbell.done():
-            self._doorbell = asyncio.create_task(self._doorbell_loop(), name="claim-doorbell")
-
-    async def _doorbell_loop(self) -> None:
-        """While claims wait: once a second, one read of who has claimable work, and ring them."""
-        while self.wakeups.waiting:
-            await asyncio.sleep(FALLBACK_POLL_SECONDS)
-            try:
-                async with self.db.read() as tx:
-                    keys = (await tx.execute(sql.CLAIMABLE_KEYS)).all()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a database outage: the waiters' own deadlines still end them
-                log.warning("claim_doorbell_failed", error=type(exc).__name__)
-                continue
-            self.wakeups.notify(*(key for row in keys for key in row))
+    async def _claim_as_now(self, identity: RunnerIdentity) -> dict[str, Any] | None:
+        """Claim with the runner as the database knows it now: the identity of a long-poll may come from
+        the token cache, so its server is read again (attached elsewhere meanwhile?) in the claim's
+        transaction, and a revoked runner or a rotated token is refused (401)."""
+        async with self.db.write() as tx:
+            row = (await tx.execute(sql.AUTH, {"runner_id": identity.runner_id})).first()
+            if row is None or row.revoked_at is not None or _rotated(identity, row.token_hash):
+                raise Unauthorized("runner credentials are missing or invalid")
+            current = RunnerIdentity(identity.runner_id, row.server_id, token_hash=row.token_hash)
+            return await self.claim_once(current, tx=tx)
 
     # --- start / heartbeat / complete ----------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Runners: registration (the token is shown once), the list, and their lifecycle.
 
-A runner is found by its id or its name. Revoking one refuses its token at once (every runner call and
-every claim reads `revoked_at` in its own transaction, nothing is cached) and hands the orders it holds
-back to the queue, or ends them as the order lifecycle says, through the reconciler's own paths.
+A runner is found by its id or its name. Revoking one refuses its token at once (every runner call that
+acts and every claim reads `revoked_at` in its own transaction; the idle long-polls' token cache of
+every API process is told in the revocation's transaction, services/runner_credentials.py) and hands
+the orders it holds back to the queue, or ends them as the order lifecycle says, through the
+reconciler's own paths.
 Rotating replaces the token (shown once); deleting is for runners that never touched an order.
 """
 
@@ -18,6 +20,7 @@ from ikoma.domain import tokens
 from ikoma.domain.errors import Conflict, NotFound
 from ikoma.domain.ids import is_uuid
 from ikoma.services import timeline
+from ikoma.services.broadcast import CREDENTIALS, Broadcast
 from ikoma.services.reconciler import Reconciler, TickSummary
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
@@ -110,7 +113,13 @@ async def get_runner(db: Database, ref: str, *, stale_after: float) -> dict[str,
 
 
 async def revoke_runner(
-    db: Database, reconciler: Reconciler, ref: str, *, actor: str, stale_after: float
+    db: Database,
+    reconciler: Reconciler,
+    ref: str,
+    *,
+    actor: str,
+    stale_after: float,
+    broadcast: Broadcast | None = None,
 ) -> dict[str, Any]:
     """Refuse the runner's token from now on and release the orders it holds.
 
@@ -130,6 +139,7 @@ async def revoke_runner(
             )
         ).first()
         released = await reconciler.release_runner(tx, runner_id, actor=actor)
+        await _forget_credentials(tx, broadcast, runner_id)
         if newly is not None:
             await _on_timeline(tx, runner, "revoked", actor, severity="warning", **_released(released))
         runner = await _find(tx, runner_id, stale_after)
@@ -143,7 +153,9 @@ def _released(summary: TickSummary) -> dict[str, list[str]]:
     return {"requeued_order_ids": [str(o) for o in requeued], "ended_order_ids": [str(o) for o in ended]}
 
 
-async def rotate_token(db: Database, ref: str, *, actor: str, stale_after: float) -> dict[str, Any]:
+async def rotate_token(
+    db: Database, ref: str, *, actor: str, stale_after: float, broadcast: Broadcast | None = None
+) -> dict[str, Any]:
     """A new token, shown this once; the old one is refused from the commit on. 409 if revoked."""
     token = tokens.issue(RUNNER_TOKEN_KIND)
     async with db.write() as tx:
@@ -164,6 +176,7 @@ async def rotate_token(db: Database, ref: str, *, actor: str, stale_after: float
                 runnerId=runner_id,
             )
         await _on_timeline(tx, runner, "token_rotated", actor)
+        await _forget_credentials(tx, broadcast, runner_id)
         runner = await _find(tx, runner_id, stale_after)
     return {**runner, "token": token.secret}
 
@@ -185,7 +198,9 @@ async def _on_timeline(
     )
 
 
-async def delete_runner(db: Database, ref: str, *, actor: str, stale_after: float) -> None:
+async def delete_runner(
+    db: Database, ref: str, *, actor: str, stale_after: float, broadcast: Broadcast | None = None
+) -> None:
     """Delete a runner no order ever referred to; 409 runner_in_use otherwise (revoke it instead)."""
     async with db.write() as tx:
         runner = await _find(tx, ref, stale_after)
@@ -208,6 +223,13 @@ async def delete_runner(db: Database, ref: str, *, actor: str, stale_after: floa
         await _on_timeline(tx, runner, "deleted", actor)
         # the server it served is detached by the foreign key (ON DELETE SET NULL)
         await tx.execute(delete(runners).where(runners.c.id == runner_id))
+        await _forget_credentials(tx, broadcast, runner_id)
+
+
+async def _forget_credentials(tx: Tx, broadcast: Broadcast | None, runner_id: str) -> None:
+    """Every API process drops its cached verification of this runner's token when `tx` commits."""
+    if broadcast is not None:
+        await broadcast.notify(tx, CREDENTIALS, runner_id)
 
 
 async def count_online(db: Database, *, stale_after: float) -> int:
