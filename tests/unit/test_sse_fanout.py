@@ -66,7 +66,11 @@ def parse(frame: bytes) -> dict[str, str]:
 
 
 async def next_frame(stream: AsyncIterator[bytes]) -> dict[str, str]:
-    return parse(await asyncio.wait_for(anext(stream), STEP))
+    """The next message or `retry:` frame; comments (`: live`) are skipped, as clients do."""
+    while True:
+        raw = await asyncio.wait_for(anext(stream), STEP)
+        if not raw.startswith(b":"):
+            return parse(raw)
 
 
 async def ids_of(stream: AsyncIterator[bytes], count: int) -> list[int]:
@@ -118,11 +122,11 @@ async def test_without_a_resume_point_only_new_events_are_sent(
     log.append("order.created")
     stream = fanout.stream(EventFilter(), after=None)
     await next_frame(stream)
-    pending = asyncio.ensure_future(anext(stream))
+    pending = asyncio.ensure_future(next_frame(stream))
     await asyncio.sleep(0)
     log.append("order.failed")
     fanout.wake()
-    assert parse(await asyncio.wait_for(pending, STEP))["id"] == "2"
+    assert (await asyncio.wait_for(pending, STEP))["id"] == "2"
     await stream.aclose()
 
 
@@ -131,13 +135,13 @@ async def test_one_shared_read_serves_every_subscriber(log_and_fanout: tuple[Fak
     streams = [fanout.stream(EventFilter(), after=0) for _ in range(50)]
     for stream in streams:
         await next_frame(stream)  # retry hint
-    pendings = [asyncio.ensure_future(anext(s)) for s in streams]
+    pendings = [asyncio.ensure_future(next_frame(s)) for s in streams]
     await asyncio.sleep(0.01)
     reads_before = log.shared_reads
     log.append("order.created")
     fanout.wake()
     frames = await asyncio.wait_for(asyncio.gather(*pendings), STEP)
-    assert {parse(f)["id"] for f in frames} == {"1"}
+    assert {f["id"] for f in frames} == {"1"}
     # one read of the log for 50 subscribers (a poll may have slipped in: still not one per subscriber)
     assert log.shared_reads - reads_before <= 2
     for stream in streams:
@@ -151,12 +155,12 @@ async def test_a_subscriber_whose_queue_overflows_gets_what_was_queued_then_stre
     fanout.queue_size = 2
     slow = fanout.stream(EventFilter(), after=0)
     await next_frame(slow)
-    pending = asyncio.ensure_future(anext(slow))
+    pending = asyncio.ensure_future(next_frame(slow))
     await asyncio.sleep(0.01)  # caught up, waiting for live events
     for _ in range(5):  # one page of the shared reader: more than the queue holds
         log.append("order.created")
     fanout.wake()
-    assert parse(await asyncio.wait_for(pending, STEP))["id"] == "1"
+    assert (await asyncio.wait_for(pending, STEP))["id"] == "1"
     assert await ids_of(slow, 1) == [2]
     lagging = await next_frame(slow)
     assert lagging["event"] == "stream.lagging"
@@ -174,12 +178,12 @@ async def test_a_subscriber_with_room_in_its_queue_is_not_told_it_lags(
     fanout.queue_size = 10
     stream = fanout.stream(EventFilter(), after=0)
     await next_frame(stream)
-    pending = asyncio.ensure_future(anext(stream))
+    pending = asyncio.ensure_future(next_frame(stream))
     await asyncio.sleep(0.01)
     for _ in range(10):
         log.append("order.created")
     fanout.wake()
-    assert parse(await asyncio.wait_for(pending, STEP))["id"] == "1"
+    assert (await asyncio.wait_for(pending, STEP))["id"] == "1"
     assert await ids_of(stream, 9) == list(range(2, 11))
     await stream.aclose()
 
@@ -193,7 +197,7 @@ async def test_an_overflow_while_catching_up_is_read_back_from_the_log_without_a
     gate = log.backlog_gate = asyncio.Event()
     stream = fanout.stream(EventFilter(), after=0)
     await next_frame(stream)
-    first = asyncio.ensure_future(anext(stream))
+    first = asyncio.ensure_future(next_frame(stream))
     await asyncio.wait_for(log.backlog_waiting.wait(), STEP)  # subscribed; its backlog read is held
     for _ in range(3):
         log.append("order.claimed")
@@ -204,13 +208,13 @@ async def test_an_overflow_while_catching_up_is_read_back_from_the_log_without_a
         await asyncio.sleep(0.01)
     assert fanout.lagging_subscribers == 1
     gate.set()
-    assert parse(await asyncio.wait_for(first, STEP))["id"] == "1"
+    assert (await asyncio.wait_for(first, STEP))["id"] == "1"
     assert await ids_of(stream, 3) == [2, 3, 4]
-    pending = asyncio.ensure_future(anext(stream))
+    pending = asyncio.ensure_future(next_frame(stream))
     await asyncio.sleep(0.01)
     log.append("order.started")
     fanout.wake()
-    got = parse(await asyncio.wait_for(pending, STEP))
+    got = await asyncio.wait_for(pending, STEP)
     assert (got.get("event"), got.get("id")) == ("order.started", "5")
     await stream.aclose()
 
@@ -223,7 +227,7 @@ async def test_events_both_in_the_backlog_and_queued_live_are_sent_once(
     gate = log.backlog_gate = asyncio.Event()
     stream = fanout.stream(EventFilter(), after=0)
     await next_frame(stream)
-    first = asyncio.ensure_future(anext(stream))
+    first = asyncio.ensure_future(next_frame(stream))
     await asyncio.wait_for(log.backlog_waiting.wait(), STEP)  # subscribed; its backlog read is held
     log.append("order.claimed")
     log.append("order.started")
@@ -233,13 +237,13 @@ async def test_events_both_in_the_backlog_and_queued_live_are_sent_once(
             break
         await asyncio.sleep(0.01)
     gate.set()
-    assert parse(await asyncio.wait_for(first, STEP))["id"] == "1"
+    assert (await asyncio.wait_for(first, STEP))["id"] == "1"
     assert await ids_of(stream, 2) == [2, 3]
-    pending = asyncio.ensure_future(anext(stream))
+    pending = asyncio.ensure_future(next_frame(stream))
     await asyncio.sleep(0.01)
     log.append("order.succeeded")
     fanout.wake()
-    assert parse(await asyncio.wait_for(pending, STEP))["id"] == "4"
+    assert (await asyncio.wait_for(pending, STEP))["id"] == "4"
     await stream.aclose()
 
 
@@ -265,7 +269,7 @@ async def test_a_subscriber_gone_frees_its_subscription_and_the_gauge(
     _, fanout = log_and_fanout
     stream = fanout.stream(EventFilter(), after=0)
     await next_frame(stream)
-    pending = asyncio.ensure_future(anext(stream))
+    pending = asyncio.ensure_future(next_frame(stream))
     await asyncio.sleep(0.01)
     assert fanout.subscribers == 1
     assert fanout.gauge._value.get() == 1

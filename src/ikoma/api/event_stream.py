@@ -178,8 +178,9 @@ async def _log_frames(ctx: Any, fanout: EventFanout, order_id: str, after_seq: i
                 wait=logs.MAX_WAIT_SECONDS,
             )
             for chunk in page["items"]:
-                yield frame(chunk["seq"], "log", chunk)
                 after_seq = int(chunk["seq"])
+                line = {"seq": after_seq, "stream": str(chunk["stream"]), "data": str(chunk["data"])}
+                yield frame(after_seq, "log", {**line, "at": chunk["at"]})
             if page["done"]:
                 order = await orders.get_order(ctx.db, order_id)
                 yield frame(None, LOG_END, {"status": order["status"], "truncated": page["truncated"]})

@@ -11,11 +11,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
-from typing import Annotated, Any, Self, cast
+from typing import TYPE_CHECKING, Annotated, Any, Self, cast
 from urllib.parse import quote
 
 import httpx
 import typer
+
+if TYPE_CHECKING:
+    from ikoma.cli import sse
 
 JsonObject = dict[str, Any]
 
@@ -26,6 +29,8 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 # the admin key or an API client token; the API also reads `Authorization: Bearer` and x-ikoma-admin-key
 ADMIN_KEY_HEADER = "X-Api-Key"
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# an event stream sends a heartbeat every 15 s: this long without a byte means the connection is dead
+STREAM_READ_TIMEOUT = 45.0
 
 ApiUrlOption = Annotated[
     str,
@@ -374,6 +379,34 @@ class AdminClient:
         params = {k: v for k, v in {**filters, "cursor": cursor}.items() if v is not None}
         return self._object("GET", "/v1/audit", params=params)
 
+    # The event log (issue 12)
+
+    def list_events(self, filters: Mapping[str, str | int | list[str]]) -> JsonObject:
+        """One page in id order: `{"events": [Event], "next": <last id>}`."""
+        return self._object("GET", "/v1/events", params=filters)
+
+    def stream_sse(
+        self, path: str, params: Mapping[str, str | int | list[str]], *, last_event_id: str | None = None
+    ) -> Iterator["sse.Message"]:
+        """The messages of one Server-Sent Events answer, until the server or the network ends it.
+
+        A silent connection (no heartbeat for `STREAM_READ_TIMEOUT` seconds) raises httpx.ReadTimeout.
+        """
+        from ikoma.cli import sse  # here, not at the top: sse imports this module
+
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(DEFAULT_TIMEOUT_SECONDS, read=STREAM_READ_TIMEOUT)
+        try:
+            with self._http.stream("GET", path, params=params, headers=headers, timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError.from_response(response)
+                yield from sse.parse(response.iter_lines())
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ApiError(0, "api_unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+
     # Machine state (issue 4)
 
     def server_state(self, server_id: str) -> JsonObject:
@@ -455,7 +488,7 @@ class AdminClient:
         path: str,
         *,
         json: JsonObject | None = None,
-        params: Mapping[str, str | int] | None = None,
+        params: Mapping[str, str | int | list[str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         try:

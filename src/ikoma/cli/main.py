@@ -12,6 +12,7 @@ import typer
 from ikoma import __version__
 from ikoma.cli import api_clients, database, orders, playbooks, readiness, runners, servers
 from ikoma.cli import audit as audit_cli
+from ikoma.cli import events as events_cli
 from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
 from ikoma.cli import state as state_cli
@@ -32,6 +33,7 @@ app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
 app.command("mcp")(mcp_stdio.mcp)
 app.command("wait")(readiness.wait)
+app.command("events")(events_cli.events)
 
 
 def _settings() -> Settings:

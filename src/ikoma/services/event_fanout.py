@@ -44,6 +44,7 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_POLL_SECONDS = 1.0
 RETRY_MS = 3000  # the `retry:` hint: how long an EventSource waits before it reconnects
 LAGGING = "stream.lagging"
+LIVE_COMMENT = b": live\n\n"  # caught up: from here on, events come as they are written
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
@@ -269,11 +270,13 @@ class EventFanout:
             self._subscribers.discard(subscription)
 
     async def stream(self, only: EventFilter, after: int | None) -> AsyncIterator[bytes]:
-        """SSE frames: the `retry:` hint, the backlog after `after` (None: live events only), then
-        live events; ends with a `stream.lagging` frame if the subscriber falls too far behind."""
-        yield retry_frame()
+        """SSE frames: the `retry:` hint, the backlog after `after` (None: live events only), a `: live`
+        comment, then live events; ends with a `stream.lagging` frame if the subscriber falls too far
+        behind. The `retry:` hint comes once the subscription is in place, and `: live` once the backlog
+        is sent: whatever commits after a client saw it reaches the client through the shared reader."""
         async with self.subscribe(only) as subscription:
             last = await self.source.latest_id() if after is None else after
+            yield retry_frame()
             while True:  # the backlog, from the database
                 page = await self.source.read(after=last, limit=PAGE, only=only)
                 for event in page:
@@ -283,6 +286,7 @@ class EventFanout:
                     if not subscription.lagging:
                         break
                     subscription.restart()  # it overflowed while catching up: the database has it all
+            yield LIVE_COMMENT
             while True:  # live, from the shared reader
                 delivery = await subscription.next()
                 if delivery is None:
