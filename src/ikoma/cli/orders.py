@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from ikoma.cli import output
+from ikoma.cli import output, sse
 from ikoma.cli.client import (
     DEFAULT_API_URL,
     AdminClient,
@@ -27,8 +27,6 @@ app = typer.Typer(help="Create orders (a playbook run on a server) and follow th
 # The CLI speaks the domain's statuses; an order is followed until one of the terminal ones.
 TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL)
 POLL_INTERVAL_SECONDS = 0.5
-# the API holds a follow request up to this long; the CLI's HTTP timeout must stay above it
-LOG_FOLLOW_WAIT_SECONDS = 5
 # Exit codes of `create --wait`: 0 SUCCEEDED, 1 any other end (or an API error), 3 still running at --timeout.
 EXIT_NOT_SUCCEEDED = 1
 EXIT_WAIT_TIMEOUT = 3
@@ -219,19 +217,33 @@ def order_logs(
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
 ) -> None:
-    """Print an order's log as the runner streamed it (stderr lines go to stderr)."""
+    """Print an order's log as the runner streamed it (stderr lines go to stderr).
+
+    --follow reads the live log stream (Server-Sent Events) until the order ends, resuming after the
+    last line printed if the connection breaks.
+    """
     after_seq = -1
     with output.api_errors(False), AdminClient(api_url, admin_key) as client:
         order_id = client.resolve("order", order_id)
+        if follow:
+            path = f"/v1/orders/{order_id}/logs/stream"
+            for message in sse.follow(client, path, {}, on_retry=_log_retrying):
+                if message.event == "end":
+                    return
+                chunk = json.loads(message.data)
+                typer.echo(chunk["data"], nl=False, err=chunk["stream"] == "stderr")
+            return
         while True:
-            page = client.order_logs(
-                order_id, after_seq=after_seq, wait=LOG_FOLLOW_WAIT_SECONDS if follow else 0
-            )
+            page = client.order_logs(order_id, after_seq=after_seq)
             for chunk in page["items"]:
                 typer.echo(chunk["data"], nl=False, err=chunk["stream"] == "stderr")
             after_seq = int(page["nextSeq"]) - 1
-            if page["done"] or not follow:
+            if page["done"] or not page["items"]:
                 return
+
+
+def _log_retrying(why: str, delay: float, last_seq: str | None) -> None:
+    output.notice(f"{why}; reconnecting in {delay:.1f}s")
 
 
 @app.command("cancel")
