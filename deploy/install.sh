@@ -175,6 +175,8 @@ if [ "$with_api" -eq 1 ]; then
       echo "PORT=$port"
       echo "IKOMA_DATA_DIR=$DATA_DIR"
       echo "IKOMA_LOG_LEVEL=info"
+      echo "# the audit log's JSONL mirror (/var/log/ikoma is the unit's LogsDirectory); better on other storage"
+      echo "#IKOMA_AUDIT_LOG=/var/log/ikoma/audit.jsonl"
     } >>"$ETC/ikoma.env"
   fi
 fi

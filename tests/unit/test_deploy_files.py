@@ -9,11 +9,14 @@ The external tools are installed by .ci/run; locally a missing one skips its tes
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,6 +362,51 @@ def test_dockerfile_builds_a_wheel_then_runs_ikoma_serve_as_a_non_root_user() ->
     assert env["HOST"] == "0.0.0.0"  # noqa: S104 - in a container the API listens on every interface
     volumes = [v for c in runtime if c.cmd.upper() == "VOLUME" for v in c.value]
     assert env["IKOMA_DATA_DIR"] in volumes, "the data dir is a volume"
+
+
+class ReadinessStub(http.server.ThreadingHTTPServer):
+    """A stand-in for the API: GET /readyz answers `readyz_status`, anything else 404."""
+
+    readyz_status = 200
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ReadinessHandler)
+
+
+class ReadinessHandler(http.server.BaseHTTPRequestHandler):
+    server: ReadinessStub
+
+    def do_GET(self) -> None:
+        self.send_response(self.server.readyz_status if self.path == "/readyz" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_dockerfile_healthcheck_command_is_healthy_only_when_readyz_answers_200(
+    status: int, healthy: bool
+) -> None:
+    """The image's HEALTHCHECK command, run as Docker would, against a stand-in for the API on PORT."""
+    (healthcheck,) = [c for c in final_stage() if c.cmd.upper() == "HEALTHCHECK"]
+    assert healthcheck.value[0] == "CMD"
+    argv = json.loads(healthcheck.original[healthcheck.original.index("[") :])
+    assert argv[0] == "python"
+    stub = ReadinessStub()
+    stub.readyz_status = status
+    thread = threading.Thread(target=stub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**os.environ, "PORT": str(stub.server_address[1])}
+        result = subprocess.run(
+            [sys.executable, *argv[1:]], capture_output=True, text=True, env=env, timeout=30, check=False
+        )
+    finally:
+        stub.shutdown()
+        stub.server_close()
+    assert (result.returncode == 0) is healthy, result.stderr
 
 
 def test_dockerignore_lets_the_wheel_sources_into_the_build_context() -> None:
