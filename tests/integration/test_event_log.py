@@ -37,7 +37,9 @@ def kinds(found: list[Event]) -> list[str]:
     return [e.kind for e in found]
 
 
-async def test_an_order_run_logs_created_claimed_started_succeeded_with_its_server(database: Database) -> None:
+async def test_an_order_run_logs_created_claimed_started_succeeded_with_its_server(
+    database: Database,
+) -> None:
     pair = await make_pair(database)
     start = await head(database)
     order = await make_order(database, pair.server_id)
@@ -60,10 +62,14 @@ async def test_an_order_run_logs_created_claimed_started_succeeded_with_its_serv
 async def test_a_rolled_back_change_leaves_no_event(database: Database) -> None:
     pair = await make_pair(database)
     start = await head(database)
-    with pytest.raises(RuntimeError):
+
+    async def change_that_fails() -> None:
         async with database.write() as tx:
             events.publish(tx, "server.changed", server_id=pair.server_id, data={"fields": ["name"]})
             raise RuntimeError("the change fails after publishing")
+
+    with pytest.raises(RuntimeError):
+        await change_that_fails()
     assert await log_after(database, start) == []
 
 
@@ -75,7 +81,8 @@ async def test_events_published_in_one_transaction_are_stored_in_publish_order(d
             events.publish(tx, "server.changed", server_id=pair.server_id, data={"n": n})
     found = await log_after(database, start)
     assert [e.data["n"] for e in found] == [0, 1, 2, 3, 4]
-    assert found[0].ts is not None and found[0].actor is None
+    assert found[0].ts is not None
+    assert found[0].actor is None
 
 
 async def test_a_cancel_logs_cancelled_with_the_reason_given(database: Database) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import insert, or_, select, update
 from ikoma.domain import tokens
 from ikoma.domain.errors import Invalid, NotFound, Unauthorized
 from ikoma.domain.roles import Role
+from ikoma.services import events
 from ikoma.services.identity import Principal
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database
@@ -93,6 +94,12 @@ async def create_api_client(
             )
         )
         row = (await tx.execute(select(*_PUBLIC).where(api_clients.c.id == client_id))).mappings().one()
+        events.publish(
+            tx,
+            "api_client.created",
+            actor=created_by,
+            data={"clientId": client_id, "name": name, "role": role.label, "serverIds": scope},
+        )
     return {**dict(row), "token": issued.secret}
 
 
@@ -110,14 +117,21 @@ async def get_api_client(db: Database, client_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def revoke_api_client(db: Database, client_id: str) -> dict[str, Any]:
-    """Revoking twice is not an error: the first revocation time is kept."""
+async def revoke_api_client(db: Database, client_id: str, *, actor: str | None = None) -> dict[str, Any]:
+    """Revoking twice is not an error: the first revocation time is kept (and logged once)."""
     async with db.write() as tx:
-        await tx.execute(
-            update(api_clients)
-            .where(api_clients.c.id == client_id, api_clients.c.revoked_at.is_(None))
-            .values(revoked_at=db_now())
-        )
+        revoked = (
+            await tx.execute(
+                update(api_clients)
+                .where(api_clients.c.id == client_id, api_clients.c.revoked_at.is_(None))
+                .values(revoked_at=db_now())
+                .returning(api_clients.c.name)
+            )
+        ).first()
+        if revoked is not None:
+            events.publish(
+                tx, "api_client.revoked", actor=actor, data={"clientId": client_id, "name": revoked.name}
+            )
         row = (await tx.execute(select(*_PUBLIC).where(api_clients.c.id == client_id))).mappings().first()
     if row is None:
         raise NotFound("no API client with this id", reason="api_client_not_found", id=client_id)

@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import insert, select, text
 
 from ikoma.domain.errors import BadRequest
+from ikoma.services import events
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import audit_log
@@ -147,9 +148,33 @@ async def append(tx: Tx, entry: AuditEntry, *, mirror: Path | None = None) -> in
     row["prev_hash"] = last.hash if last else GENESIS
     row["hash"] = _digest(row["prev_hash"], row)
     await tx.execute(insert(audit_log).values(**row))
+    _publish_tool_call(tx, entry)
     if mirror is not None:
         tx.after_commit(lambda: _mirror(mirror, row))
     return int(row["id"])
+
+
+def _publish_tool_call(tx: Tx, entry: AuditEntry) -> None:
+    """A tool call allowed (`tool.called`) or refused (`tool.refused`) in the event log; the audit's
+    `error` outcome of a call is its order's `order.failed`. Never the params, not even masked."""
+    if entry.channel == "rest" or entry.outcome == "error":
+        return
+    actor = entry.actor_kind  # `admin`, `anonymous` (no valid credential)
+    if entry.actor_kind != "admin" and entry.actor_id is not None:
+        actor = f"{entry.actor_kind}:{entry.actor_id}"
+    events.publish(
+        tx,
+        "tool.called" if entry.outcome == "allowed" else "tool.refused",
+        order_id=entry.order_id,
+        actor=actor,
+        data={
+            "tool": entry.action.partition(":")[2],
+            "channel": entry.channel,
+            "target": entry.target,
+            "statusCode": entry.status_code,
+            "reason": entry.reason,
+        },
+    )
 
 
 async def record(db: Database, entry: AuditEntry, *, mirror: Path | None = None) -> int:

@@ -162,6 +162,12 @@ async def _flush(tx: Tx) -> None:
     tx.after_commit(NEW_EVENTS.ring)
 
 
+def camel(name: str) -> str:
+    """`os_family` → `osFamily`: field names in `data` are spelled as the API spells them."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def kind_filter(prefixes: Iterable[str]) -> Any:
     """`order` or `order.` matches every order event; `order.failed` matches itself (and below)."""
     clauses = []

@@ -17,10 +17,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select
 
+from ikoma.domain.event_kinds import state_changes
 from ikoma.domain.important import messages_from
 from ikoma.domain.machine_state import SCHEMA_VERSION, apply, extract, notices
 from ikoma.domain.tool_errors import caller_error
-from ikoma.services import messages, reports, state, timeline
+from ikoma.services import events, messages, reports, state, timeline
 from ikoma.services.artifacts import Artifacts
 from ikoma.storage.database import Tx
 from ikoma.storage.tables import servers, snapshots
@@ -28,6 +29,35 @@ from ikoma.storage.tables import servers, snapshots
 ACTOR = "ingest"
 _INSERT_SNAPSHOT = insert(snapshots).returning(*snapshots.c)
 _SERVER_NAME = select(servers.c.name).where(servers.c.id == bindparam("p_server_id"))
+
+
+def _stored(
+    tx: Tx, order: dict[str, Any], server_id: str, report: dict[str, Any], artifact: dict[str, Any] | None
+) -> None:
+    """`artifact.stored` (the raw log) and `report.stored` in the event log."""
+    order_id = str(order["id"])
+    if artifact is not None:
+        events.publish(
+            tx,
+            "artifact.stored",
+            server_id=server_id,
+            order_id=order_id,
+            actor=ACTOR,
+            data={"artifactId": str(artifact["id"]), "kind": artifact["kind"], "bytes": artifact["bytes"]},
+        )
+    events.publish(
+        tx,
+        "report.stored",
+        server_id=server_id,
+        order_id=order_id,
+        actor=ACTOR,
+        data={
+            "reportId": str(report["id"]),
+            "playbookKey": report["playbook_key"],
+            "status": report["status"],
+            "title": report["title"],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +95,8 @@ class Ingestor:
         await messages.record(
             tx, server_id=server_id, order_id=str(order["id"]), messages=messages_from(found.important)
         )
+        for kind, data in state_changes(before, after):
+            events.publish(tx, kind, server_id=server_id, order_id=str(order["id"]), actor=ACTOR, data=data)
         for notice in notices(before, after):
             await timeline.add_event(
                 tx,
@@ -92,6 +124,7 @@ class Ingestor:
         report = await reports.record(
             tx, order, server_name=server_name, important=important, artifact=artifact
         )
+        _stored(tx, order, server_id, report, artifact)
         return {
             "snapshotId": snapshot_id,
             "reportId": report["id"],

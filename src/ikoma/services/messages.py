@@ -11,19 +11,20 @@ from sqlalchemy import func, insert, select, update
 from ikoma.domain.errors import NotFound
 from ikoma.domain.important import Message, fingerprint
 from ikoma.domain.machine_state import iso, utc
-from ikoma.services import timeline
+from ikoma.services import events, timeline
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import important_messages
 
 _NOW = select(db_now())
+MESSAGE_CHARS = 300  # an event stays small: the full text is one GET away
 
 
 async def record(tx: Tx, *, server_id: str, order_id: str, messages: list[Message]) -> list[str]:
     """Insert new messages, count known ones; a known one acknowledged before is new again.
 
-    Returns the ids of the messages that are (again) new. The caller holds the server's state lock,
-    so two completions of one server never race on the same fingerprint.
+    Each message that is (again) new is a `message.created` event; returns their ids. The caller holds
+    the server's state lock, so two completions of one server never race on the same fingerprint.
     """
     if not messages:
         return []
@@ -64,6 +65,7 @@ async def record(tx: Tx, *, server_id: str, order_id: str, messages: list[Messag
                 }
             )
             renewed.append(message_id)
+            _created(tx, server_id, order_id, message_id, message, again=False)
             continue
         # the text shown is the latest wording (numbers differ from run to run, the fingerprint not)
         await tx.execute(
@@ -80,9 +82,29 @@ async def record(tx: Tx, *, server_id: str, order_id: str, messages: list[Messag
         )
         if row.acknowledged:
             renewed.append(str(row.id))
+            _created(tx, server_id, order_id, str(row.id), message, again=True)
     for values in fresh:
         await tx.execute(insert(important_messages).values(values))
     return renewed
+
+
+def _created(
+    tx: Tx, server_id: str, order_id: str, message_id: str, message: Message, *, again: bool
+) -> None:
+    events.publish(
+        tx,
+        "message.created",
+        server_id=server_id,
+        order_id=order_id,
+        data={
+            "messageId": message_id,
+            "source": message.source,
+            "category": message.category,
+            "severity": message.severity,
+            "message": message.message[:MESSAGE_CHARS],
+            "again": again,  # acknowledged before, back again
+        },
+    )
 
 
 async def list_messages(
@@ -137,6 +159,13 @@ async def acknowledge(db: Database, server_id: str, message_id: str, *, actor: s
             message=f"acknowledged: {row['message'][:200]}",
             actor=actor,
             details={"messageId": message_id, "category": row["category"]},
+        )
+        events.publish(
+            tx,
+            "message.acknowledged",
+            server_id=server_id,
+            actor=actor,
+            data={"messageId": message_id, "category": row["category"]},
         )
         updated = (
             (await tx.execute(select(important_messages).where(important_messages.c.id == message_id)))

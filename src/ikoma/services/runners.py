@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ikoma.domain import tokens
 from ikoma.domain.errors import Conflict, NotFound
 from ikoma.domain.ids import is_uuid
-from ikoma.services import timeline
+from ikoma.services import events, timeline
 from ikoma.services.broadcast import CREDENTIALS, Broadcast
 from ikoma.services.reconciler import Reconciler, TickSummary
 from ikoma.storage.clock import db_now
@@ -91,6 +91,7 @@ async def insert_runner(tx: Tx, *, name: str, stale_after: float) -> dict[str, A
         )
     )
     row = (await tx.execute(_listing(stale_after).where(runners.c.id == runner_id))).mappings().one()
+    events.publish(tx, "runner.registered", runner_id=runner_id, data={"name": name})
     return {**_public(row), "token": token.secret}
 
 
@@ -184,7 +185,15 @@ async def rotate_token(
 async def _on_timeline(
     tx: Tx, runner: dict[str, Any], what: str, actor: str, *, severity: str = "info", **details: Any
 ) -> None:
-    """`runner.<what>` on the timeline of the server the runner serves (none: nothing to note)."""
+    """`runner.<what>` in the event log, and on the timeline of the server the runner serves (if any)."""
+    events.publish(
+        tx,
+        f"runner.{what}",
+        server_id=None if runner["server_id"] is None else str(runner["server_id"]),
+        runner_id=str(runner["id"]),
+        actor=actor,
+        data={"name": runner["name"], **{events.camel(k): v for k, v in details.items()}},
+    )
     if runner["server_id"] is None:
         return
     await timeline.add_event(

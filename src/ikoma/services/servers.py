@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain.errors import Conflict, Invalid, NotFound
 from ikoma.domain.lifecycle import TERMINAL
-from ikoma.services import timeline
+from ikoma.services import events, timeline
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import orders, runners, servers
@@ -49,9 +49,17 @@ async def _check_runner_free(tx: Tx, runner_id: str, server_id: str) -> None:
 
 
 async def _runner_changed(tx: Tx, server_id: str, before: str | None, after: str | None, actor: str) -> None:
-    """Attach and detach go on the server's timeline (issue 4)."""
+    """Attach and detach go on the server's timeline (issue 4) and in the event log."""
     if before == after:
         return
+    events.publish(
+        tx,
+        "server.attached",
+        server_id=server_id,
+        runner_id=after,
+        actor=actor,
+        data={"runnerId": after, "previousRunnerId": before},
+    )
     names = {
         str(r.id): r.name
         for r in await tx.execute(
@@ -87,6 +95,13 @@ async def create_server(db: Database, fields: dict[str, Any], *, actor: str = "a
             if fields.get("runner_id"):
                 await _check_runner_free(tx, fields["runner_id"], server_id)
             await tx.execute(insert(servers).values(id=server_id, **fields))
+            events.publish(
+                tx,
+                "server.created",
+                server_id=server_id,
+                actor=actor,
+                data={"name": fields.get("name"), "hostname": fields.get("hostname")},
+            )
             await _runner_changed(tx, server_id, None, fields.get("runner_id"), actor)
             return await _get(tx, server_id)
     except IntegrityError:
@@ -139,6 +154,11 @@ async def update_server(
                 await tx.execute(
                     update(servers).where(servers.c.id == server_id).values(**changes, updated_at=db_now())
                 )
+            changed = sorted(events.camel(k) for k in changes if k != "runner_id")
+            if changed:  # names only: a value may be a credential's fingerprint, or a secret one day
+                events.publish(
+                    tx, "server.changed", server_id=server_id, actor=actor, data={"fields": changed}
+                )
             if "runner_id" in changes:
                 await _runner_changed(tx, server_id, current["runner_id"], changes["runner_id"], actor)
             return await _get(tx, server_id)
@@ -167,3 +187,4 @@ async def delete_server(db: Database, server_id: str, *, actor: str = "admin") -
             .values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
         )
         await _runner_changed(tx, server_id, current["runner_id"], None, actor)
+        events.publish(tx, "server.deleted", server_id=server_id, actor=actor, data={"name": current["name"]})

@@ -33,6 +33,7 @@ from sqlalchemy import (
 
 from ikoma.domain.errors import Invalid
 from ikoma.domain.lifecycle import OrderStatus
+from ikoma.services import events
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import machine_events, order_events, orders, runner_presence, runners, servers
@@ -243,6 +244,14 @@ async def track_presence(tx: Tx, *, stale_after: float, actor: str = "reconciler
                 .values(online=now_online, changed_at=db_now())
             )
         changes += 1
+        events.publish(
+            tx,
+            "runner.online" if now_online else "runner.offline",
+            server_id=None if row.server_id is None else str(row.server_id),
+            runner_id=str(row.id),
+            actor=actor,
+            data={"name": row.name},
+        )
         if row.server_id is not None:
             await add_event(
                 tx,
