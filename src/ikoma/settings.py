@@ -122,6 +122,29 @@ class Settings(BaseSettings):
         default=3600, ge=0, le=90 * 86400, validation_alias="IKOMA_SCHEDULE_DOCKER_INTERVAL"
     )
 
+    # --- webhooks (issue 12, services/webhook_delivery.py) -------------------------------------------
+    # targets on loopback, private, link-local or reserved addresses are refused unless this is set
+    webhook_allow_private: bool = Field(default=False, validation_alias="IKOMA_WEBHOOK_ALLOW_PRIVATE")
+    webhook_timeout: float = Field(default=10.0, gt=0, le=300, validation_alias="IKOMA_WEBHOOK_TIMEOUT")
+    # a failed attempt is retried after base x 2^(n-1) s (at most the max delay, with jitter) until the
+    # delivery is older than the window; so many failed attempts in a row disable the webhook
+    webhook_retry_base: float = Field(
+        default=10.0, gt=0, le=3600, validation_alias="IKOMA_WEBHOOK_RETRY_BASE"
+    )
+    webhook_retry_max_delay: float = Field(
+        default=3600.0, gt=0, le=86400, validation_alias="IKOMA_WEBHOOK_RETRY_MAX_DELAY"
+    )
+    webhook_retry_window: float = Field(
+        default=86400.0, gt=0, le=30 * 86400, validation_alias="IKOMA_WEBHOOK_RETRY_WINDOW"
+    )
+    webhook_disable_after: int = Field(
+        default=15, ge=1, le=10000, validation_alias="IKOMA_WEBHOOK_DISABLE_AFTER"
+    )
+    # the safety-net look for work no wake-up announced (another replica's events, retries coming due)
+    webhook_poll_interval: float = Field(
+        default=1.0, gt=0, le=3600, validation_alias="IKOMA_WEBHOOK_POLL_INTERVAL"
+    )
+
     @property
     def schedule_defaults(self) -> dict[str, int]:
         """Playbook key -> interval of the default schedules ({} when they are off)."""

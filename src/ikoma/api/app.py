@@ -15,10 +15,12 @@ from ikoma.api import audit as audit_routes
 from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
 from ikoma.api import tools as tool_routes
+from ikoma.api import webhooks as webhook_routes
 from ikoma.api.guard import RequestGuard, known_query_parameters
 from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.api.request_context import RequestContext
+from ikoma.services import webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.event_fanout import EventFanout, EventLog
 from ikoma.services.events import NEW_EVENTS
@@ -69,6 +71,7 @@ def create_app(
         await ctx.broadcast.start()
         if run_reconciler:
             ctx.leader.run_while_leading("reconciler", ctx.reconciler.run_forever)
+            ctx.leader.run_while_leading("webhooks", webhooks.run_forever)
         await ctx.leader.start()
         runner_process = None
         # a wildcard listen address is reached locally through the loopback
@@ -106,6 +109,7 @@ def create_app(
             if runner_process is not None:
                 await stop_local_runner(runner_process)
             await ctx.leader.close()
+            await webhooks.close()  # the deliveries in flight (their leases expire; the next leader retries)
             await fanout.close()
             await ctx.dispatcher.close()
             await ctx.broadcast.close()
@@ -118,6 +122,14 @@ def create_app(
         lifespan=lifespan,
         default_response_class=errors.FastJSONResponse,
         dependencies=[Depends(known_query_parameters)],
+    )
+    # webhook deliveries: on the leader (services/leader.py), in their own tasks, so a slow endpoint
+    # never delays order dispatch
+    webhooks = app.state.webhook_dispatcher = webhook_delivery.WebhookDispatcher(
+        ctx.db,
+        ctx.vault,
+        webhook_delivery.DeliveryPolicy.from_settings(settings),
+        registry=ctx.metrics.registry,
     )
     app.state.ctx = ctx
     app.state.event_fanout = fanout
@@ -133,6 +145,7 @@ def create_app(
     app.include_router(state_routes.router)
     app.include_router(api_clients.router)
     app.include_router(tool_routes.router)
+    app.include_router(webhook_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(event_stream.router)
     # the runner hot path is matched first, before the admin routes are tried one by one

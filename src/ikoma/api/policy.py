@@ -86,6 +86,16 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/v1/api-clients"): ADMIN,
     ("GET", "/v1/api-clients/{client_id}"): ADMIN,
     ("DELETE", "/v1/api-clients/{client_id}"): ADMIN,
+    # --- webhooks (issue 12): registering an endpoint that receives every event is the admin's call -
+    ("GET", "/v1/webhooks"): ADMIN,
+    ("POST", "/v1/webhooks"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("PATCH", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/disable"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/enable"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): ADMIN,
     # --- machine state (issue 4) ----------------------------------------------------------------------
     ("GET", "/v1/servers/{server_id}/state"): OBSERVER,
     ("GET", "/v1/servers/{server_id}/hardware"): OBSERVER,

@@ -159,6 +159,7 @@ REFERENCES: dict[str, Reference] = {
     "runner": Reference("runner", "id", ("name",), lambda c: iter(c.list_runners())),
     "playbook": Reference("playbook", "key", ("key", "name"), lambda c: iter(c.list_playbooks())),
     "api-client": Reference("API client", "id", ("name",), lambda c: iter(c.list_api_clients())),
+    "webhook": Reference("webhook", "id", ("url", "description"), lambda c: iter(c.list_webhooks())),
     "order": Reference(
         "order", "id", (), lambda c: islice(c.iter_orders(OrderFilters(), page_size=500), SHORT_ORDER_SEARCH)
     ),
@@ -338,6 +339,37 @@ class AdminClient:
 
     def revoke_api_client(self, client_id: str) -> JsonObject:
         return self._object("DELETE", f"/v1/api-clients/{_segment(client_id)}")
+
+    # Webhooks (issue 12)
+
+    def create_webhook(self, fields: Mapping[str, Any]) -> JsonObject:
+        """The new webhook with its signing `secret`, shown this once."""
+        return self._object("POST", "/v1/webhooks", json=dict(fields))
+
+    def list_webhooks(self) -> list[JsonObject]:
+        return self._list("GET", "/v1/webhooks")
+
+    def get_webhook(self, webhook_id: str) -> JsonObject:
+        return self._object("GET", f"/v1/webhooks/{_segment(webhook_id)}")
+
+    def set_webhook_enabled(
+        self, webhook_id: str, enabled: bool, *, skip_backlog: bool = False
+    ) -> JsonObject:
+        if not enabled:
+            return self._object("POST", f"/v1/webhooks/{_segment(webhook_id)}/disable")
+        body = {"skipBacklog": True} if skip_backlog else None
+        return self._object("POST", f"/v1/webhooks/{_segment(webhook_id)}/enable", json=body)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._request("DELETE", f"/v1/webhooks/{_segment(webhook_id)}")
+
+    def webhook_deliveries(self, webhook_id: str, *, limit: int, status: str | None) -> list[JsonObject]:
+        params: dict[str, str | int] = {"limit": limit, **({"status": status} if status else {})}
+        return self._list("GET", f"/v1/webhooks/{_segment(webhook_id)}/deliveries", params=params)
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> JsonObject:
+        path = f"/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
+        return self._object("POST", path)
 
     # Tools and audit (issue 5)
 

@@ -17,6 +17,7 @@ from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
 from ikoma.cli import state as state_cli
 from ikoma.cli import tools as tools_cli
+from ikoma.cli import webhooks as webhooks_cli
 from ikoma.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="IKOMA Control Plane", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,6 +32,7 @@ app.add_typer(runner_agent.app, name="runner")
 app.add_typer(state_cli.app, name="state")
 app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(webhooks_cli.app, name="webhooks")
 app.command("mcp")(mcp_stdio.mcp)
 app.command("wait")(readiness.wait)
 app.command("events")(events_cli.events)

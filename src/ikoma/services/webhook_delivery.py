@@ -1,0 +1,471 @@
+"""Webhook deliveries: each webhook's events POSTed in id order, signed, retried, logged.
+
+One task per webhook with work, each with one delivery in flight at a time (the webhook's lease:
+`webhooks.lease_until`, taken in a short transaction before the HTTP call and released in another after
+it, so two API replicas never send the same webhook's events side by side, and a replica that died
+mid-call leaves a lease that expires). No transaction is held across DNS or HTTP, and the dispatcher
+runs in its own tasks: a slow endpoint delays its own webhook, never order dispatch nor other webhooks.
+
+A webhook's next work is its oldest pending delivery (a retry, or a redelivery), else the next event
+after its cursor that matches its filter (a pending delivery is created for it and the cursor moves
+past it in the same transaction). A failed attempt is retried after an exponential backoff with jitter
+(`retry_delay`) until the delivery is older than the retry window (then `failed`, and the next event
+goes); `disable_after` failed attempts in a row disable the webhook and publish `webhook.disabled`.
+
+Each POST: the event's JSON, `X-Ikoma-Event` (kind), `X-Ikoma-Delivery` (the delivery id),
+`X-Ikoma-Timestamp` (unix seconds) and `X-Ikoma-Signature: sha256=<hex HMAC-SHA256(secret,
+"<timestamp>.<body>")>`. A 2xx answer is a success; anything else (3xx included: redirects are not
+followed, they could lead to a private address) is a failure.
+
+The loop runs on the elected replica only (`services/leader.py`); the per-webhook lease still guards
+the moment when two processes both believe they lead. It is woken by new events (`events.NEW_EVENTS`,
+after a commit in this process), and looks every `poll_interval_s` as the safety net (events of another
+replica, retry times that come due).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+import orjson
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import and_, exists, func, insert, not_, or_, select, update
+
+from ikoma import __version__
+from ikoma.services import events
+from ikoma.services.vault import Vault
+from ikoma.services.webhook_targets import TargetRefused, resolve
+from ikoma.services.webhooks import read_kinds
+from ikoma.storage.clock import db_now
+from ikoma.storage.database import Database, Tx
+from ikoma.storage.tables import events as events_table
+from ikoma.storage.tables import servers, webhook_deliveries, webhooks
+
+if TYPE_CHECKING:
+    from ikoma.settings import Settings
+
+log = structlog.get_logger("ikoma.webhooks")
+
+Outcome = Literal["delivered", "failed", "retrying"]
+PAGE = 200  # events read per look at a webhook's filter
+MAX_PAGES = 10  # per transaction: a filter that matches little must not hold the database long
+ERROR_CHARS = 500
+Wait = Literal["wait"]
+WAIT: Wait = "wait"
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    timeout_s: float = 10.0
+    retry_base_s: float = 10.0
+    retry_max_delay_s: float = 3600.0
+    retry_window_s: float = 86400.0
+    disable_after: int = 15
+    allow_private: bool = False
+    poll_interval_s: float = 1.0
+    concurrency: int = 16
+
+    @property
+    def lease_s(self) -> float:
+        """Longer than one attempt can take (lookup + connect + answer), so a lease ends only by release
+        or by the death of its holder."""
+        return 2 * self.timeout_s + 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryPolicy:
+        return cls(
+            timeout_s=settings.webhook_timeout,
+            retry_base_s=settings.webhook_retry_base,
+            retry_max_delay_s=settings.webhook_retry_max_delay,
+            retry_window_s=settings.webhook_retry_window,
+            disable_after=settings.webhook_disable_after,
+            allow_private=settings.webhook_allow_private,
+            poll_interval_s=settings.webhook_poll_interval,
+        )
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: what a receiver recomputes."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def retry_delay(
+    failed_attempts: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds before the next attempt: base x 2^(n-1), at most `cap`, then a random part of the upper
+    half off (jitter), so receivers back from an outage are not hit by every sender at once."""
+    ceiling = min(cap, base * 2 ** min(max(failed_attempts, 1) - 1, 62))
+    return float(ceiling / 2 + rand() * ceiling / 2)
+
+
+@dataclass(frozen=True)
+class Job:
+    delivery_id: str
+    webhook_id: str
+    url: str
+    secret: str
+    kind: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookDispatcher:
+    def __init__(
+        self, db: Database, vault: Vault, policy: DeliveryPolicy, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.db = db
+        self.vault = vault
+        self.policy = policy
+        self.deliveries = Counter(
+            "ikoma_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retrying, failed: given up)",
+            ["outcome"],
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
+        self._wakeup = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(policy.concurrency)
+        # a certificate store loaded once, not per attempt
+        self._tls = ssl.create_default_context()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run_forever(self) -> None:
+        with events.NEW_EVENTS.listen() as rung:
+            while True:
+                rung.clear()
+                self._wakeup.clear()
+                try:
+                    for webhook_id in await self.due_webhooks():
+                        if webhook_id not in self._running:
+                            self._running[webhook_id] = asyncio.create_task(
+                                self._drain_task(webhook_id), name=f"webhook-{webhook_id}"
+                            )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the loop must outlive a database outage
+                    log.warning("webhook_dispatch_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                waits = [asyncio.ensure_future(rung.wait()), asyncio.ensure_future(self._wakeup.wait())]
+                try:
+                    await asyncio.wait(
+                        waits, timeout=self.policy.poll_interval_s, return_when="FIRST_COMPLETED"
+                    )
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+
+    async def close(self) -> None:
+        """Cancel the deliveries in flight; their leases expire and another pass retries them."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def run_once(self) -> None:
+        """Deliver what is due now, and wait for it (tests; the loop does the same without waiting)."""
+        await asyncio.gather(*(self.drain(webhook_id) for webhook_id in await self.due_webhooks()))
+
+    async def due_webhooks(self) -> list[str]:
+        """Enabled, unleased webhooks with a pending delivery that is due, or with events past their
+        cursor and no pending delivery (one cheap read for all of them)."""
+        pending = webhook_deliveries.c.status == "pending"
+        mine = webhook_deliveries.c.webhook_id == webhooks.c.id
+        newest = select(func.coalesce(func.max(events_table.c.id), 0)).scalar_subquery()
+        query = select(webhooks.c.id).where(
+            webhooks.c.enabled.is_(True),
+            or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < db_now()),
+            or_(
+                exists().where(mine, pending, webhook_deliveries.c.next_attempt_at <= db_now()),
+                and_(not_(exists().where(mine, pending)), webhooks.c.last_event_id < newest),
+            ),
+        )
+        async with self.db.read() as tx:
+            return [str(i) for i in (await tx.execute(query)).scalars()]
+
+    async def _drain_task(self, webhook_id: str) -> None:
+        try:
+            await self.drain(webhook_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("webhook_delivery_failed", webhook=webhook_id, error=type(exc).__name__)
+        finally:
+            self._running.pop(webhook_id, None)
+
+    async def drain(self, webhook_id: str) -> None:
+        """Deliver this webhook's due work, one delivery at a time, until none is due."""
+        async with self._slots:
+            while True:
+                job = await self._next_job(webhook_id)
+                if job is None:
+                    return
+                attempt = await self._attempt(job)
+                outcome = await self._record(job, attempt)
+                if outcome != "delivered" and outcome != "failed":
+                    return  # a retry waits for its time; the next event waits behind it
+
+    # --- one delivery ---------------------------------------------------------------------------
+    async def _next_job(self, webhook_id: str) -> Job | None:
+        async with self.db.write() as tx:
+            leased = await tx.execute(
+                update(webhooks)
+                .where(
+                    webhooks.c.id == webhook_id,
+                    webhooks.c.enabled.is_(True),
+                    or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < db_now()),
+                )
+                .values(lease_until=db_now(self.policy.lease_s))
+            )
+            if not getattr(leased, "rowcount", 0):
+                return None  # disabled, deleted, or another process is delivering it
+            pending = await self._pending_job(tx, webhook_id)
+            job = await self._new_job(tx, webhook_id) if pending is None else pending
+            if job == WAIT or job is None:
+                await _release(tx, webhook_id)
+                return None
+            return job
+
+    async def _pending_job(self, tx: Tx, webhook_id: str) -> Job | Wait | None:
+        """The oldest pending delivery if it is due, WAIT if it is not (nothing may go before it), None
+        if there is none; deliveries of events no longer kept fail here."""
+        while True:
+            row = (
+                (
+                    await tx.execute(
+                        select(
+                            webhook_deliveries,
+                            (webhook_deliveries.c.next_attempt_at <= db_now()).label("due"),
+                        )
+                        .where(
+                            webhook_deliveries.c.webhook_id == webhook_id,
+                            webhook_deliveries.c.status == "pending",
+                        )
+                        .order_by(webhook_deliveries.c.created_at, webhook_deliveries.c.id)
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            if not row["due"]:
+                return WAIT
+            found = await events.read(tx, after=int(row["event_id"]) - 1, limit=1)
+            if found and found[0].id == row["event_id"]:
+                return await self._job(tx, webhook_id, str(row["id"]), found[0])
+            await tx.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == row["id"])
+                .values(
+                    status="failed", failed_at=db_now(), next_attempt_at=None, error="event no longer kept"
+                )
+            )
+
+    async def _new_job(self, tx: Tx, webhook_id: str) -> Job | None:
+        """A delivery of the next event past the cursor that passes the filter; the cursor moves on."""
+        hook = (await tx.execute(select(webhooks).where(webhooks.c.id == webhook_id))).mappings().one()
+        cursor = int(hook["last_event_id"])
+        scope = set(hook["server_ids"]) if hook["server_ids"] is not None else None
+        for _ in range(MAX_PAGES):
+            page = await events.read(
+                tx, after=cursor, limit=PAGE, kinds=read_kinds(hook["kinds"]), server_ids=scope
+            )
+            if not page:
+                break
+            labels = (
+                await _labels_of(tx, {e.server_id for e in page if e.server_id}) if hook["labels"] else {}
+            )
+            for event in page:
+                cursor = event.id
+                if hook["labels"] and not _carries(labels.get(event.server_id or ""), hook["labels"]):
+                    continue
+                delivery_id = str(uuid.uuid4())
+                await tx.execute(
+                    insert(webhook_deliveries).values(
+                        id=delivery_id,
+                        webhook_id=webhook_id,
+                        event_id=event.id,
+                        kind=event.kind,
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=db_now(),
+                    )
+                )
+                await _move_cursor(tx, webhook_id, cursor)
+                return await self._job(tx, webhook_id, delivery_id, event)
+            if len(page) < PAGE:
+                break
+        await _move_cursor(tx, webhook_id, cursor)
+        return None
+
+    async def _job(self, tx: Tx, webhook_id: str, delivery_id: str, event: events.Event) -> Job:
+        hook = (
+            await tx.execute(select(webhooks.c.url, webhooks.c.secret).where(webhooks.c.id == webhook_id))
+        ).one()
+        return Job(
+            delivery_id=delivery_id,
+            webhook_id=webhook_id,
+            url=hook.url,
+            secret=self.vault.unseal(hook.secret),
+            kind=event.kind,
+            body=orjson.dumps(event.to_json()),
+        )
+
+    async def _attempt(self, job: Job) -> Attempt:
+        """One POST, outside any transaction; every failure is an Attempt with its error, never raised."""
+        started = time.monotonic()
+
+        def took() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
+            target = await resolve(job.url, allow_private=self.policy.allow_private)
+        except TargetRefused as refused:
+            return Attempt(None, took(), f"{refused.reason}: {refused.message}"[:ERROR_CHARS])
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"IKOMA-Webhooks/{__version__}",
+            "Host": target.url.netloc.decode("ascii").rpartition("@")[2],
+            "X-Ikoma-Event": job.kind,
+            "X-Ikoma-Delivery": job.delivery_id,
+            "X-Ikoma-Timestamp": timestamp,
+            "X-Ikoma-Signature": sign(job.secret, timestamp, job.body),
+        }
+        extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
+        try:
+            # a client per attempt: a pooled connection must never carry one host's TLS name to another
+            async with (
+                httpx.AsyncClient(
+                    timeout=self.policy.timeout_s, follow_redirects=False, trust_env=False, verify=self._tls
+                ) as client,
+                client.stream(
+                    "POST", target.pinned_url, content=job.body, headers=headers, extensions=extensions
+                ) as answer,
+            ):
+                status = answer.status_code  # the body is not read: only the status counts
+        except httpx.TimeoutException as exc:
+            return Attempt(None, took(), f"timeout: {type(exc).__name__}")
+        except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+            return Attempt(None, took(), f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
+        error = None if 200 <= status < 300 else f"HTTP {status}"
+        return Attempt(status, took(), error)
+
+    async def _record(self, job: Job, attempt: Attempt) -> Outcome:
+        outcome: Outcome = "delivered"
+        async with self.db.write() as tx:
+            row = (
+                await tx.execute(
+                    select(
+                        webhook_deliveries.c.attempts,
+                        (webhook_deliveries.c.created_at <= db_now(-self.policy.retry_window_s)).label("old"),
+                        webhooks.c.consecutive_failures,
+                        webhooks.c.enabled,
+                    )
+                    .join(webhooks, webhooks.c.id == webhook_deliveries.c.webhook_id)
+                    .where(webhook_deliveries.c.id == job.delivery_id)
+                )
+            ).first()
+            if row is None:  # the webhook was deleted meanwhile
+                return "failed"
+            attempts = int(row.attempts) + 1
+            values: dict[str, Any] = {
+                "attempts": attempts,
+                "status_code": attempt.status_code,
+                "duration_ms": attempt.duration_ms,
+                "error": attempt.error,
+                "last_attempt_at": db_now(),
+            }
+            hook: dict[str, Any] = {"lease_until": None}
+            if attempt.ok:
+                values.update(status="delivered", delivered_at=db_now(), next_attempt_at=None)
+                hook["consecutive_failures"] = 0
+            else:
+                failures = int(row.consecutive_failures) + 1
+                hook["consecutive_failures"] = failures
+                if row.old:
+                    outcome = "failed"
+                    values.update(status="failed", failed_at=db_now(), next_attempt_at=None)
+                else:
+                    outcome = "retrying"
+                    delay = retry_delay(failures, self.policy.retry_base_s, self.policy.retry_max_delay_s)
+                    values["next_attempt_at"] = db_now(delay)
+                if failures >= self.policy.disable_after and row.enabled:
+                    outcome = "failed"
+                    hook.update(enabled=False, disabled_reason="consecutive_failures", disabled_at=db_now())
+                    events.publish(
+                        tx,
+                        "webhook.disabled",
+                        actor="system",
+                        data={
+                            "webhookId": job.webhook_id,
+                            "reason": "consecutive_failures",
+                            "consecutiveFailures": failures,
+                        },
+                    )
+            await tx.execute(
+                update(webhook_deliveries).where(webhook_deliveries.c.id == job.delivery_id).values(**values)
+            )
+            await tx.execute(update(webhooks).where(webhooks.c.id == job.webhook_id).values(**hook))
+            tx.after_commit(lambda: self.deliveries.labels(outcome=outcome).inc())
+        if outcome != "delivered":
+            log.info(
+                "webhook_attempt_failed",
+                webhook=job.webhook_id,
+                delivery=job.delivery_id,
+                outcome=outcome,
+                error=attempt.error,
+            )
+        return outcome
+
+
+async def _release(tx: Tx, webhook_id: str) -> None:
+    await tx.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(lease_until=None))
+
+
+async def _move_cursor(tx: Tx, webhook_id: str, cursor: int) -> None:
+    await tx.execute(
+        update(webhooks)
+        .where(webhooks.c.id == webhook_id, webhooks.c.last_event_id < cursor)
+        .values(last_event_id=cursor)
+    )
+
+
+async def _labels_of(tx: Tx, server_ids: set[str]) -> dict[str, dict[str, str]]:
+    if not server_ids:
+        return {}
+    rows = await tx.execute(
+        select(servers.c.id, servers.c.labels).where(servers.c.id.in_(sorted(server_ids)))
+    )
+    return {str(r.id): dict(r.labels or {}) for r in rows}
+
+
+def _carries(labels: dict[str, str] | None, wanted: dict[str, str]) -> bool:
+    return labels is not None and all(labels.get(k) == v for k, v in wanted.items())
