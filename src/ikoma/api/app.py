@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from ikoma import __version__, bootstrap
 from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner
 from ikoma.api import audit as audit_routes
+from ikoma.api import events as event_routes
 from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
 from ikoma.api import tools as tool_routes
@@ -22,6 +23,7 @@ from ikoma.api.policy import PolicyMiddleware
 from ikoma.api.request_context import RequestContext
 from ikoma.services import webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
+from ikoma.services.broadcast import EVENTS as EVENTS_CHANNEL
 from ikoma.services.event_fanout import EventFanout, EventLog
 from ikoma.services.events import NEW_EVENTS
 from ikoma.services.local_runner import (
@@ -54,6 +56,9 @@ def create_app(
         queue_size=settings.sse_queue_size,
         doorbell=NEW_EVENTS,
     )
+    # events committed by the other replicas (their flush NOTIFYs `ikoma_events`; None: messages may
+    # have been lost) ring this process's readers too
+    ctx.broadcast.subscribe(EVENTS_CHANNEL, lambda _payload: NEW_EVENTS.ring())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +152,7 @@ def create_app(
     app.include_router(tool_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(event_routes.router)
     app.include_router(event_stream.router)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes

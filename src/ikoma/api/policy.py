@@ -117,7 +117,8 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/v1/tools"): OBSERVER,
     ("GET", "/v1/audit"): ADMIN,
     ("POST", "/mcp"): OBSERVER,
-    # --- the live event stream (issue 12): what each caller sees is cut to its server scope ----------
+    # --- the event log (issue 12): what each caller sees is cut to its server scope ------------------
+    ("GET", "/v1/events"): OBSERVER,
     ("GET", "/v1/events/stream"): OBSERVER,
 }
 

@@ -50,7 +50,8 @@ _INSERT = insert(events).values(
     data=bindparam("p_data", type_=events.c.data.type),
 )
 # the lock and the notification in one round trip; NOTIFY is only delivered if the transaction commits
-_LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock({EVENTS_LOCK}), pg_notify('{CHANNEL}', '')")
+# (payload `<origin>:<payload>` as services/broadcast.py sends them; no process has the origin `outbox`)
+_LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock({EVENTS_LOCK}), pg_notify('{CHANNEL}', 'outbox:')")
 
 _pending: weakref.WeakKeyDictionary[Tx, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
 
