@@ -4,6 +4,8 @@ There is no Docker engine (nor systemd as PID 1) on the machines that run this s
 starts a container or a unit. What can be checked is: every file parses (YAML, JSON, BuildKit's
 Dockerfile parser, PromQL, `caddy adapt`, `systemd-analyze verify`, `shellcheck`), and every variable,
 metric, path and service name one file uses is defined by the file, the code or the doc it points to.
+Two files are also run: the image's HEALTHCHECK command against a /readyz stand-in, and the Caddyfile's
+site block in a real Caddy (plain HTTP) in front of two stand-ins for the API replicas.
 The external tools are installed by .ci/run; locally a missing one skips its test and says which.
 """
 
@@ -17,18 +19,21 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dockerfile
+import httpx
 import promql_parser
 import pytest
 import yaml
 from pydantic import AliasChoices
 
 from ikoma.settings import Settings
+from tests import processes, support
 from tests.support import ON_CI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -304,6 +309,118 @@ def test_caddyfile_adapts_with_caddy_and_flushes_event_streams_at_once() -> None
     # routes apply in order: /metrics is answered 404 before any proxy sees it
     assert routes[0]["match"] == [{"path": ["/metrics"]}]
     assert routes[0]["handle"] == [{"handler": "static_response", "status_code": 404}]
+
+
+class ReplicaStub(http.server.ThreadingHTTPServer):
+    """A stand-in for one API replica behind Caddy: /readyz answers `readyz_status`, /who its name,
+    /metrics 200 (as the API does), /v1/events/stream one event at once and a second only once
+    `release` is set, anything else 404."""
+
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), ReplicaHandler)
+        self.name = name
+        self.readyz_status = 200
+        self.release = threading.Event()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.shutdown()
+        self.server_close()
+
+
+class ReplicaHandler(http.server.BaseHTTPRequestHandler):
+    server: ReplicaStub
+
+    def do_GET(self) -> None:
+        if self.path == "/v1/events/stream":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b"data: first\n\n")
+            self.wfile.flush()
+            self.server.release.wait(60)
+            self.wfile.write(b"data: second\n\n")
+            return
+        status, body = {
+            "/readyz": (self.server.readyz_status, b""),
+            "/who": (200, self.server.name.encode()),
+            "/metrics": (200, b"ikoma_runners_online 1\n"),
+        }.get(self.path, (404, b""))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def local_caddyfile(port: int, upstreams: list[str]) -> str:
+    """deploy/Caddyfile served over plain HTTP on `port`, proxying to local stand-ins of the replicas."""
+    text = (DEPLOY / "Caddyfile").read_text()
+    for old, new in (
+        ("{$DOMAIN} {", f"http://127.0.0.1:{port} {{"),
+        ("to api-1:3000 api-2:3000", "to " + " ".join(upstreams)),
+        # no admin endpoint (a fixed port shared by every Caddy on the machine), no certificates
+        ("\temail {$ACME_EMAIL}\n", "\temail {$ACME_EMAIL}\n\tadmin off\n\tauto_https off\n"),
+    ):
+        assert text.count(old) == 1, f"deploy/Caddyfile no longer holds {old!r}: update this test"
+        text = text.replace(old, new)
+    return text
+
+
+def test_caddy_balances_both_replicas_hides_metrics_streams_events_unbuffered_and_skips_an_unready_one(
+    tmp_path: Path,
+) -> None:
+    """The Caddyfile's site block run by a real Caddy, in front of two stand-ins for the replicas."""
+    caddy = require_tool("caddy")
+    replicas = [ReplicaStub("api-1"), ReplicaStub("api-2")]
+    port = support.free_port()
+    config = tmp_path / "Caddyfile"
+    config.write_text(local_caddyfile(port, [r.address for r in replicas]))
+    log = tmp_path / "caddy.log"
+    env = support.clean_env(
+        ACME_EMAIL="ops@example.net",
+        HOME=str(tmp_path),
+        XDG_DATA_HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path),
+    )
+    proc = processes.spawn(
+        [caddy, "run", "--config", str(config), "--adapter", "caddyfile"], env=env, log_path=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_ready(proc, f"{base}/readyz", log_path=log, what="caddy", timeout=60)
+        with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
+            assert client.get("/metrics").status_code == 404
+            assert {client.get("/who").text for _ in range(10)} == {"api-1", "api-2"}
+
+            with client.stream("GET", "/v1/events/stream") as stream:
+                events = (line for line in stream.iter_lines() if line)
+                # the replica holds the response open until released: only an unbuffered proxy
+                # delivers the first event now
+                assert next(events) == "data: first"
+                for replica in replicas:
+                    replica.release.set()
+                assert list(events) == ["data: second"]
+
+            # a replica whose /readyz fails gets no more requests once Caddy's health check sees it
+            replicas[1].readyz_status = 503
+            deadline = time.monotonic() + 60
+            while {client.get("/who").text for _ in range(6)} != {"api-1"}:
+                assert time.monotonic() < deadline, f"api-2 kept getting requests; {processes.read_tail(log)}"
+                time.sleep(0.5)
+    finally:
+        processes.stop(proc)
+        for replica in replicas:
+            replica.close()
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------
