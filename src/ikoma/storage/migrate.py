@@ -3,6 +3,10 @@
 Each applied revision is recorded in `ikoma_migration_history` with the SHA-256 of its file, so the
 check can tell an edited, missing or unrecorded migration file (the seed's `db:verify`), on top of
 comparing the migrated schema with the models.
+
+Several replicas may start (or run `ikoma db migrate`) at once on one PostgreSQL: the upgrade holds a
+session advisory lock, so one applies the migrations while the others wait for it, then find the schema
+current and apply nothing. SQLite serves one process; its write lock orders the rare second migrator.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, delete, insert, inspect, select
+from sqlalchemy import Connection, delete, insert, inspect, select, text
 
 from ikoma.storage.database import create_sqlite_engine
 from ikoma.storage.tables import metadata, migration_history
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 # alembic (with mako, its templates) is imported where it is used, not with this module: importing the
 # API must stay cheap (`python -X importtime -c 'import ikoma.api.app'`), and the tests import it a lot
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x1C0A_0003  # arbitrary, fixed: "an IKOMA migration runs"
 T = TypeVar("T")
 
 
@@ -98,9 +103,27 @@ def _upgrade(conn: Connection, target: str = "head") -> None:
     command.upgrade(config, target)
 
 
+def _upgrade_alone(conn: Connection, target: str = "head") -> None:
+    """`_upgrade`, one migrator at a time on PostgreSQL (the others wait, then find nothing to do)."""
+    if conn.dialect.name != "postgresql":
+        _upgrade(conn, target)
+        return
+    # a session lock (a transaction lock would end with the first migration's own transaction), taken
+    # and committed before alembic starts, so each migration keeps its own transaction
+    conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    conn.commit()
+    try:
+        _upgrade(conn, target)
+    finally:
+        if conn.in_transaction():
+            conn.rollback()  # a failed migration: nothing of it stays; the lock is released below
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        conn.commit()
+
+
 async def upgrade(url: str, target: str = "head") -> None:
     """Apply every pending migration; raises on the first failure (start-up is fail-fast)."""
-    await run_on_connection(url, lambda conn: _upgrade(conn, target))
+    await run_on_connection(url, lambda conn: _upgrade_alone(conn, target))
 
 
 def _downgrade(conn: Connection, target: str) -> None:
