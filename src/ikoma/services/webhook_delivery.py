@@ -12,8 +12,8 @@ past it in the same transaction). A failed attempt is retried after an exponenti
 (`retry_delay`) until the delivery is older than the retry window (then `failed`, and the next event
 goes); `disable_after` failed attempts in a row disable the webhook and publish `webhook.disabled`.
 
-Each POST: the event's JSON, `X-Ikoma-Event` (kind), `X-Ikoma-Delivery` (the delivery id),
-`X-Ikoma-Timestamp` (unix seconds) and `X-Ikoma-Signature: sha256=<hex HMAC-SHA256(secret,
+Each POST (`webhook_http.post`): the event's JSON, `X-Ikoma-Event` (kind), `X-Ikoma-Delivery` (the
+delivery id), `X-Ikoma-Timestamp` (unix seconds) and `X-Ikoma-Signature: sha256=<hex HMAC-SHA256(secret,
 "<timestamp>.<body>")>`. A 2xx answer is a success; anything else (3xx included: redirects are not
 followed, they could lead to a private address) is a failure.
 
@@ -27,26 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import random
 import ssl
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import and_, exists, func, insert, not_, or_, select, update
 
-from ikoma import __version__
-from ikoma.services import events
+from ikoma.services import events, webhook_http
 from ikoma.services.vault import Vault
-from ikoma.services.webhook_targets import TargetRefused, resolve
+from ikoma.services.webhook_http import Attempt, Job
 from ikoma.services.webhooks import read_kinds
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
@@ -61,7 +56,6 @@ log = structlog.get_logger("ikoma.webhooks")
 Outcome = Literal["delivered", "failed", "retrying"]
 PAGE = 200  # events read per look at a webhook's filter
 MAX_PAGES = 10  # per transaction: a filter that matches little must not hold the database long
-ERROR_CHARS = 500
 Wait = Literal["wait"]
 WAIT: Wait = "wait"
 
@@ -96,12 +90,6 @@ class DeliveryPolicy:
         )
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """`sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: what a receiver recomputes."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
 def retry_delay(
     failed_attempts: int, base: float, cap: float, rand: Callable[[], float] = random.random
 ) -> float:
@@ -109,27 +97,6 @@ def retry_delay(
     half off (jitter), so receivers back from an outage are not hit by every sender at once."""
     ceiling = min(cap, base * 2 ** min(max(failed_attempts, 1) - 1, 62))
     return float(ceiling / 2 + rand() * ceiling / 2)
-
-
-@dataclass(frozen=True)
-class Job:
-    delivery_id: str
-    webhook_id: str
-    url: str
-    secret: str
-    kind: str
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Attempt:
-    status_code: int | None
-    duration_ms: int
-    error: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 class WebhookDispatcher:
@@ -225,7 +192,12 @@ class WebhookDispatcher:
                 job = await self._next_job(webhook_id)
                 if job is None:
                     return
-                attempt = await self._attempt(job)
+                attempt = await webhook_http.post(
+                    job,
+                    timeout_s=self.policy.timeout_s,
+                    allow_private=self.policy.allow_private,
+                    tls=self._tls,
+                )
                 outcome = await self._record(job, attempt)
                 if outcome != "delivered" and outcome != "failed":
                     return  # a retry waits for its time; the next event waits behind it
@@ -337,46 +309,6 @@ class WebhookDispatcher:
             kind=event.kind,
             body=orjson.dumps(event.to_json()),
         )
-
-    async def _attempt(self, job: Job) -> Attempt:
-        """One POST, outside any transaction; every failure is an Attempt with its error, never raised."""
-        started = time.monotonic()
-
-        def took() -> int:
-            return int((time.monotonic() - started) * 1000)
-
-        try:
-            target = await resolve(job.url, allow_private=self.policy.allow_private)
-        except TargetRefused as refused:
-            return Attempt(None, took(), f"{refused.reason}: {refused.message}"[:ERROR_CHARS])
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"IKOMA-Webhooks/{__version__}",
-            "Host": target.url.netloc.decode("ascii").rpartition("@")[2],
-            "X-Ikoma-Event": job.kind,
-            "X-Ikoma-Delivery": job.delivery_id,
-            "X-Ikoma-Timestamp": timestamp,
-            "X-Ikoma-Signature": sign(job.secret, timestamp, job.body),
-        }
-        extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
-        try:
-            # a client per attempt: a pooled connection must never carry one host's TLS name to another
-            async with (
-                httpx.AsyncClient(
-                    timeout=self.policy.timeout_s, follow_redirects=False, trust_env=False, verify=self._tls
-                ) as client,
-                client.stream(
-                    "POST", target.pinned_url, content=job.body, headers=headers, extensions=extensions
-                ) as answer,
-            ):
-                status = answer.status_code  # the body is not read: only the status counts
-        except httpx.TimeoutException as exc:
-            return Attempt(None, took(), f"timeout: {type(exc).__name__}")
-        except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
-            return Attempt(None, took(), f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
-        error = None if 200 <= status < 300 else f"HTTP {status}"
-        return Attempt(status, took(), error)
 
     async def _record(self, job: Job, attempt: Attempt) -> Outcome:
         outcome: Outcome = "delivered"
