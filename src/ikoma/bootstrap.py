@@ -79,6 +79,7 @@ def build(settings: Settings) -> Context:
                 metrics_raw_hours=settings.metrics_raw_hours,
                 metrics_max_points=settings.metrics_max_points,
                 snapshot_days=settings.snapshot_retention_days,
+                event_days=settings.event_retention_days,
             ),
             anchor=load_anchor(
                 settings.audit_key.get_secret_value() if settings.audit_key else None,

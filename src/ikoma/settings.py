@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     artifact_short_playbooks: str = Field(
         default="system.metrics", validation_alias="IKOMA_ARTIFACT_SHORT_PLAYBOOKS"
     )
+    # the event log (GET /v1/events, SSE, webhooks): events older than this are deleted
+    event_retention_days: float = Field(
+        default=30.0, gt=0, le=3650, validation_alias="IKOMA_EVENT_RETENTION_DAYS"
+    )
     # snapshots older than this go, except the newest (and newest successful) one per server and playbook
     snapshot_retention_days: float = Field(
         default=30.0, gt=0, le=3650, validation_alias="IKOMA_SNAPSHOT_RETENTION_DAYS"

@@ -6,14 +6,19 @@ and reads the log back with `events.read`, as GET /v1/events does.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services import events, orders
 from ikoma.services.events import Event
+from ikoma.services.retention import Sweeper
+from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database
+from ikoma.storage.tables import events as event_table
 from tests.integration.helpers import (
     claim_and_start,
     complete,
@@ -108,3 +113,28 @@ async def test_a_failed_run_with_attempts_left_logs_failed_then_requeued(databas
     transitions = [e for e in await log_after(database, start) if e.topic == "order"]
     assert kinds(transitions) == ["order.failed", "order.requeued"]
     assert transitions[1].data["reason"] == "retry"
+
+
+async def test_retention_deletes_old_events_and_ids_are_never_handed_out_again(
+    database: Database, tmp_path: Path
+) -> None:
+    pair = await make_pair(database)
+    start = await head(database)
+    async with database.write() as tx:
+        for n in range(3):
+            events.publish(tx, "server.changed", server_id=pair.server_id, data={"n": n})
+    every = await log_after(database)
+    old = [e.id for e in every if e.id <= start + 2]
+    async with database.write() as tx:
+        await tx.execute(update(event_table).where(event_table.c.id.in_(old)).values(ts=db_now(-31 * 86400)))
+    assert await Sweeper(database, tmp_path, event_days=30).prune_events() == len(old)
+    assert [e.data for e in await log_after(database)] == [{"n": 2}]
+
+    # everything gone: the next event still gets a larger id, or readers past it would skip it
+    async with database.write() as tx:
+        await tx.execute(update(event_table).values(ts=db_now(-31 * 86400)))
+    assert await Sweeper(database, tmp_path, event_days=30).prune_events() == 1
+    async with database.write() as tx:
+        events.publish(tx, "server.changed", server_id=pair.server_id)
+    [newest] = await log_after(database)
+    assert newest.id > every[-1].id

@@ -9,6 +9,8 @@
 - Snapshots older than the snapshot retention are deleted unless they are the newest, or the newest
   successful one, of their server and playbook: the derived state depends only on those (see
   domain/machine_state.py), so a rebuild after pruning still gives the same row.
+- Events older than the event retention are deleted, oldest first, `EVENT_BATCH` per transaction until
+  none is left: a busy fleet writes many per sweep, and short transactions keep writers flowing.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from sqlalchemy.orm import aliased
 from ikoma.services import artifacts as artifact_files
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database
-from ikoma.storage.tables import artifacts, machine_metrics, snapshots
+from ikoma.storage.tables import artifacts, events, machine_metrics, snapshots
 
 BATCH = 1000
+EVENT_BATCH = 5000
 HOUR = 3600
 METRIC_COLUMNS = ("load1", "load5", "memory_used_percent", "root_used_percent")
 ADVISORY_LOCK_KEY = 0x1C0A_0002  # "the IKOMA retention sweeper"
@@ -44,10 +47,18 @@ class SweepSummary:
     downsampled: int = 0
     trimmed: int = 0
     snapshots_pruned: int = 0
+    events_pruned: int = 0
 
     @property
     def changed(self) -> int:
-        return len(self.expired) + len(self.orphans) + self.downsampled + self.trimmed + self.snapshots_pruned
+        return (
+            len(self.expired)
+            + len(self.orphans)
+            + self.downsampled
+            + self.trimmed
+            + self.snapshots_pruned
+            + self.events_pruned
+        )
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Sweeper:
     metrics_raw_hours: float = 24.0
     metrics_max_points: int = 2000
     snapshot_days: float = 30.0
+    event_days: float = 30.0
     _last: float | None = None
 
     def due(self, now: float | None = None) -> bool:
@@ -75,6 +87,7 @@ class Sweeper:
         summary.downsampled = await self.downsample_metrics()
         summary.trimmed = await self.bound_metrics()
         summary.snapshots_pruned = await self.prune_snapshots()
+        summary.events_pruned = await self.prune_events()
         return summary
 
     # --- artifacts -------------------------------------------------------------------------------------
@@ -265,6 +278,25 @@ class Sweeper:
             if ids:
                 await tx.execute(delete(snapshots).where(snapshots.c.id.in_(ids)))
         return len(ids)
+
+    # --- the event log -----------------------------------------------------------------------------------
+
+    async def prune_events(self) -> int:
+        """Delete events older than `event_days`, a batch per transaction; returns how many went."""
+        pruned = 0
+        while True:
+            oldest = (
+                select(events.c.id)
+                .where(events.c.ts < db_now(-self.event_days * 86400))
+                .order_by(events.c.id)
+                .limit(EVENT_BATCH)
+            )
+            async with self.db.write() as tx:
+                result = await tx.execute(delete(events).where(events.c.id.in_(oldest.scalar_subquery())))
+            done = int(getattr(result, "rowcount", 0) or 0)
+            pruned += done
+            if done < EVENT_BATCH:
+                return pruned
 
 
 def _artifact_id(name: str) -> str | None:
