@@ -65,10 +65,18 @@ def parse(frame: bytes) -> dict[str, str]:
     return fields
 
 
+_unread: dict[int, list[bytes]] = {}
+
+
 async def next_frame(stream: AsyncIterator[bytes]) -> dict[str, str]:
-    """The next message or `retry:` frame; comments (`: live`) are skipped, as clients do."""
+    """The next message or `retry:` frame; comments (`: live`) are skipped, as clients do. One chunk
+    of the stream may hold several frames (what queued up is written at once)."""
+    unread = _unread.setdefault(id(stream), [])
     while True:
-        raw = await asyncio.wait_for(anext(stream), STEP)
+        if not unread:
+            chunk = await asyncio.wait_for(anext(stream), STEP)
+            unread += [part + b"\n\n" for part in chunk.split(b"\n\n") if part]
+        raw = unread.pop(0)
         if not raw.startswith(b":"):
             return parse(raw)
 
@@ -83,6 +91,7 @@ async def log_and_fanout() -> AsyncIterator[tuple[FakeLog, EventFanout]]:
     fanout = EventFanout(log, registry=CollectorRegistry(), poll_interval=60)
     yield log, fanout
     await fanout.close()
+    _unread.clear()
 
 
 async def test_backlog_then_live_events_arrive_once_each_in_order(

@@ -175,14 +175,16 @@ class Subscription:
         self._queue.clear()
         self.lagging = False
 
-    async def next(self) -> Delivery | None:
-        """The next queued event; None once the queue is drained after an overflow."""
+    async def next(self) -> list[Delivery] | None:
+        """Every queued event (at least one), oldest first; None once drained after an overflow."""
         while not self._queue:
             if self.lagging:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        return self._queue.popleft()
+        taken = list(self._queue)
+        self._queue.clear()
+        return taken
 
 
 class EventFanout:
@@ -199,7 +201,9 @@ class EventFanout:
         self.doorbell = doorbell
         self.queue_size = queue_size
         self.poll_interval = poll_interval
-        self._subscribers: set[Subscription] = set()
+        # subscribers by filter: an event is matched once per distinct filter, not once per subscriber
+        self._groups: dict[EventFilter, set[Subscription]] = {}
+        self._count = 0
         self._cursor = 0
         self._signal = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -211,11 +215,11 @@ class EventFanout:
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscribers)
+        return self._count
 
     @property
     def lagging_subscribers(self) -> int:
-        return sum(1 for s in self._subscribers if s.lagging)
+        return sum(1 for group in self._groups.values() for s in group if s.lagging)
 
     def wake(self) -> None:
         """New events were committed: read them now rather than at the next poll."""
@@ -256,18 +260,23 @@ class EventFanout:
     @contextlib.asynccontextmanager
     async def subscribe(self, only: EventFilter) -> AsyncIterator[Subscription]:
         async with self._start_lock:
-            if not self._subscribers:
+            if not self._count:
                 # the reader was idle: start it at the log's head; the subscriber reads what is older
                 self._cursor = max(self._cursor, await self.source.latest_id())
             subscription = Subscription(only, self.queue_size)
-            self._subscribers.add(subscription)
+            self._groups.setdefault(only, set()).add(subscription)
+            self._count += 1
         self.start()
         self.wake()  # an idle reader starts polling again
         try:
             with self.track():
                 yield subscription
         finally:
-            self._subscribers.discard(subscription)
+            group = self._groups[only]
+            group.discard(subscription)
+            self._count -= 1
+            if not group:
+                del self._groups[only]
 
     async def stream(self, only: EventFilter, after: int | None) -> AsyncIterator[bytes]:
         """SSE frames: the `retry:` hint, the backlog after `after` (None: live events only), a `: live`
@@ -288,20 +297,22 @@ class EventFanout:
                     subscription.restart()  # it overflowed while catching up: the database has it all
             yield LIVE_COMMENT
             while True:  # live, from the shared reader
-                delivery = await subscription.next()
-                if delivery is None:
+                taken = await subscription.next()
+                if taken is None:
                     log.info("sse_lagging", last_event_id=last, queue_size=self.queue_size)
                     yield lagging_frame(last)
                     return
-                if delivery.id > last:
-                    yield delivery.frame
-                    last = delivery.id
+                # what queued up while this client was being written to goes out in one write
+                fresh = [d for d in taken if d.id > last]
+                if fresh:
+                    yield fresh[0].frame if len(fresh) == 1 else b"".join(d.frame for d in fresh)
+                    last = fresh[-1].id
 
     async def _run(self) -> None:
         while True:
             self._signal.clear()
             timeout: float | None = None
-            if self._subscribers:
+            if self._count:
                 timeout = self.poll_interval
                 try:
                     await self._read_new()
@@ -311,7 +322,7 @@ class EventFanout:
                 await asyncio.wait_for(self._signal.wait(), timeout)
 
     async def _read_new(self) -> None:
-        while self._subscribers:
+        while self._count:
             page = await self.source.read(after=self._cursor, limit=PAGE, only=None)
             for event in page:
                 self._dispatch(event)
@@ -322,8 +333,10 @@ class EventFanout:
 
     def _dispatch(self, event: StreamEvent) -> None:
         encoded: bytes | None = None
-        for subscription in self._subscribers:
-            if subscription.only.matches(event):
+        for only, group in self._groups.items():
+            if only.matches(event):
                 if encoded is None:  # encoded once, for however many subscribers
                     encoded = event_frame(event)
-                subscription.offer(Delivery(event.id, encoded))
+                delivery = Delivery(event.id, encoded)
+                for subscription in group:
+                    subscription.offer(delivery)
