@@ -46,7 +46,9 @@ def build(settings: Settings) -> Context:
     wakeups = Wakeups(broadcast)
     artifacts = Artifacts(settings.data_dir, retention_of(settings))
     vault = load_vault(
-        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None, settings.data_dir
+        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+        settings.data_dir,
+        settings.master_key_file,
     )
     return Context(
         settings=settings,

@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     # Fernet keys sealing secrets at rest (services/vault.py), the first seals; default: a key file
     # <data dir>/encryption.keys made 0600 when a secret is first sealed
     encryption_keys: SecretStr | None = Field(default=None, validation_alias="IKOMA_ENCRYPTION_KEYS")
+    # the key file used when IKOMA_ENCRYPTION_KEYS is unset (default <data dir>/encryption.keys);
+    # `ikoma keys rotate` puts a new key first in it (issue 14)
+    master_key_file: Path | None = Field(default=None, validation_alias="IKOMA_MASTER_KEY_FILE")
+    # --- agentless machines over SSH (issue 14): the executor inside `ikoma serve`, its bound on open
+    # SSH connections, and the time a connection (TCP + handshake + auth) may take
+    ssh_executor: bool = Field(default=True, validation_alias="IKOMA_SSH_EXECUTOR")
+    ssh_max_connections: int = Field(default=32, ge=1, le=10000, validation_alias="IKOMA_SSH_MAX_CONNECTIONS")
+    ssh_connect_timeout: float = Field(
+        default=10.0, gt=0, le=300, validation_alias="IKOMA_SSH_CONNECT_TIMEOUT"
+    )
     audit_checkpoints: Path | None = Field(default=None, validation_alias="IKOMA_AUDIT_CHECKPOINTS")
     audit_checkpoint_interval: float = Field(
         default=60.0, ge=0, le=86400, validation_alias="IKOMA_AUDIT_CHECKPOINT_INTERVAL"

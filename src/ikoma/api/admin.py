@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Security
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from pydantic import SecretStr
 from starlette.responses import Response
 
 from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
@@ -16,6 +17,7 @@ from ikoma.api.schemas import (
     BootstrapTokenCreate,
     BootstrapTokenIssued,
     CancelRequest,
+    ConnectionTest,
     LogPage,
     OrderCreate,
     OrderCreated,
@@ -29,6 +31,7 @@ from ikoma.api.schemas import (
     ServerCreate,
     ServerPublic,
     ServerUpdate,
+    TrustHostKey,
 )
 from ikoma.contracts import REPORT_CONTRACT
 from ikoma.contracts.playbook import template_errors
@@ -37,6 +40,7 @@ from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.roles import Role
 from ikoma.services import bootstrap, logs, orders, playbooks, servers
 from ikoma.services.identity import Principal
+from ikoma.ssh import hostkeys
 
 router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -55,11 +59,15 @@ async def _visible_order(ctx: Any, principal: Principal, order_id: str) -> dict[
 
 def _server_fields(body: ServerCreate | ServerUpdate) -> dict[str, Any]:
     fields = body.model_dump(exclude_unset=True, by_alias=False)
+    for name, value in fields.items():  # SSH secrets (SecretStr) go to the service in clear, sealed there
+        if isinstance(value, SecretStr):
+            fields[name] = value.get_secret_value()
     if "runner_id" in fields and fields["runner_id"] is not None:
         fields["runner_id"] = str(fields["runner_id"])
     if isinstance(body, ServerCreate):
         # defaults count on create even when the client left them out
-        fields = {**body.model_dump(by_alias=False, exclude={"runner_id"}), **fields}
+        defaults = body.model_dump(by_alias=False, exclude={"runner_id"}, exclude_none=True)
+        fields = {**{k: v for k, v in defaults.items() if not isinstance(v, SecretStr)}, **fields}
     return fields
 
 
@@ -83,7 +91,13 @@ async def list_servers(
 
 @router.post("/servers", status_code=201, response_model=ServerPublic, responses=ERRORS)
 async def create_server(body: ServerCreate, ctx: Ctx, principal: CurrentPrincipal) -> Any:
-    return await servers.create_server(ctx.db, _server_fields(body), actor=principal.actor)
+    return await servers.create_server(
+        ctx.db,
+        _server_fields(body),
+        actor=principal.actor,
+        vault=ctx.vault,
+        stale_after=ctx.settings.stale_after,
+    )
 
 
 @router.get("/servers/{server_id}", response_model=ServerPublic, responses=ERRORS)
@@ -97,7 +111,39 @@ async def update_server(
     server_id: uuid.UUID, body: ServerUpdate, ctx: Ctx, principal: CurrentPrincipal
 ) -> Any:
     principal.require_server(str(server_id))
-    return await servers.update_server(ctx.db, str(server_id), _server_fields(body), actor=principal.actor)
+    return await servers.update_server(
+        ctx.db,
+        str(server_id),
+        _server_fields(body),
+        actor=principal.actor,
+        vault=ctx.vault,
+        stale_after=ctx.settings.stale_after,
+    )
+
+
+@router.post("/servers/{server_id}/test-connection", response_model=ConnectionTest, responses=ERRORS)
+async def test_connection(server_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Any:
+    """Connect over SSH now: `ok` (with the remote OS) or why not (`dns_failed`, `connection_refused`,
+    `timeout`, `auth_failed`, `host_key_changed`, `sudo_failed`, `credentials_undecryptable`, …).
+    The first success pins the host key (trust on first use)."""
+    principal.require_server(str(server_id))
+    return await hostkeys.test_connection(
+        ctx.db,
+        ctx.vault,
+        str(server_id),
+        connect_timeout=ctx.settings.ssh_connect_timeout,
+        actor=principal.actor,
+    )
+
+
+@router.post("/servers/{server_id}/trust-host-key", response_model=ServerPublic, responses=ERRORS)
+async def trust_host_key(
+    server_id: uuid.UUID, body: TrustHostKey, ctx: Ctx, principal: CurrentPrincipal
+) -> Any:
+    """Trust a new SSH host key (a reinstalled machine): this fingerprint, or the next one presented."""
+    principal.require_server(str(server_id))
+    await hostkeys.trust(ctx.db, str(server_id), body.fingerprint, actor=principal.actor)
+    return await servers.get_server(ctx.db, str(server_id))
 
 
 @router.delete("/servers/{server_id}", status_code=204, responses=ERRORS)

@@ -33,6 +33,7 @@ from ikoma.services.local_runner import (
     stop_local_runner,
 )
 from ikoma.settings import Settings
+from ikoma.ssh import executor as ssh_executor
 from ikoma.storage import migrate
 from ikoma.storage.urls import redact
 
@@ -79,6 +80,12 @@ def create_app(
             ctx.leader.run_while_leading("webhooks", webhooks.run_forever)
         await ctx.leader.start()
         runner_process = None
+        # issue 14: the runner of every ssh server, in this process (IKOMA_SSH_EXECUTOR=false: elsewhere)
+        ssh_task = (
+            asyncio.create_task(ssh_executor.from_context(ctx).run_forever(), name="ssh-executor")
+            if settings.ssh_executor
+            else None
+        )
         # a wildcard listen address is reached locally through the loopback
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
         local_url = f"http://{host}:{settings.port}"
@@ -116,6 +123,7 @@ def create_app(
             await ctx.leader.close()
             await webhooks.close()  # the deliveries in flight (their leases expire; the next leader retries)
             await fanout.close()
+            await ssh_executor.stop(ssh_task)
             await ctx.dispatcher.close()
             await ctx.broadcast.close()
             await ctx.db.dispose()

@@ -63,6 +63,9 @@ POLICY: dict[tuple[str, str], Access] = {
     ("DELETE", "/v1/servers/{server_id}"): ADMIN,
     ("POST", "/v1/servers/{server_id}/attach-runner"): ADMIN,
     ("PATCH", "/v1/servers/{server_id}/attach-runner"): ADMIN,
+    # issue 14: connecting with a server's credentials, and trusting a new host key, are the admin's
+    ("POST", "/v1/servers/{server_id}/test-connection"): ADMIN,
+    ("POST", "/v1/servers/{server_id}/trust-host-key"): ADMIN,
     ("GET", "/v1/runners"): OBSERVER,
     ("POST", "/v1/runners"): ADMIN,
     ("GET", "/v1/runners/{runner}"): ADMIN,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -52,6 +53,31 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Labels = dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=500)]]
 
 
+SshUsername = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")]
+# write-only: accepted on create and update, never answered (SecretStr keeps them out of reprs and errors)
+SshSecret = Annotated[SecretStr, Field(min_length=1, max_length=1000)]
+SshPrivateKey = Annotated[SecretStr, Field(min_length=1, max_length=20000)]
+
+
+def _proxy_url(value: str) -> str:
+    """An http(s) URL with a host, no credentials in clear text, nothing apt could read as another option."""
+    parsed = urlsplit(value)
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or any(c.isspace() or c in "\"';" for c in value)
+        or parsed.username
+        or parsed.password
+    ):
+        raise PydanticCustomError(
+            "apt_proxy_url", "must be an http:// or https:// URL with a host and no user or password"
+        )
+    return value
+
+
+AptProxyUrl = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_proxy_url)]
+
+
 class ServerFields(Wire):
     hostname: Hostname | None = None
     port: Port | None = None
@@ -64,6 +90,13 @@ class ServerFields(Wire):
     virtualization: ShortText | None = None
     hardware_profile: ShortText | None = None
     runner_id: uuid.UUID | None = None
+    # issue 14: agentless machines over SSH, and apt's proxy (seed 003)
+    ssh_username: SshUsername | None = None
+    ssh_password: SshSecret | None = None
+    ssh_private_key: SshPrivateKey | None = None
+    ssh_key_passphrase: SshSecret | None = None
+    sudo_password: SshSecret | None = None
+    apt_proxy_url: AptProxyUrl | None = None
 
 
 class ServerCreate(ServerFields):
@@ -72,6 +105,8 @@ class ServerCreate(ServerFields):
     port: Port = 22
     labels: Labels = Field(default_factory=dict)
     os_family: ShortText = "unknown"
+    connection_mode: Literal["agent", "ssh"] = "agent"
+    apt_proxy_mode: Literal["direct", "proxy"] = "direct"
 
 
 class ServerUpdate(ServerFields):
@@ -82,6 +117,27 @@ class ServerUpdate(ServerFields):
     port: Annotated[Port | None, NotNull] = None
     labels: Annotated[Labels | None, NotNull] = None
     os_family: Annotated[ShortText | None, NotNull] = None
+    connection_mode: Annotated[Literal["agent", "ssh"] | None, NotNull] = None
+    apt_proxy_mode: Annotated[Literal["direct", "proxy"] | None, NotNull] = None
+
+
+HostKeyFingerprint = Annotated[str, Field(min_length=8, max_length=100, pattern=r"^SHA256:[A-Za-z0-9+/=]+$")]
+
+
+class TrustHostKey(Wire):
+    """The fingerprint to trust (`SHA256:…`, as test-connection shows it), or null: the next one seen."""
+
+    fingerprint: HostKeyFingerprint | None = None
+
+
+class ConnectionTest(Public):
+    ok: bool
+    reason: str
+    message: str | None = None
+    os: str | None = None
+    kernel: str | None = None
+    host_key_fingerprint: str | None = None
+    sudo: str | None = None
 
 
 class AttachRunner(Wire):
@@ -106,6 +162,17 @@ class ServerPublic(Public):
     runner_name: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    connection_mode: str = "agent"
+    ssh_username: str | None = None
+    # never a credential: only whether one is set, and the private key's fingerprint
+    has_password: bool = False
+    has_private_key: bool = False
+    has_sudo_password: bool = False
+    ssh_key_fingerprint: str | None = None
+    host_key_fingerprint: str | None = None
+    host_key_pinned_at: UtcDatetime | None = None
+    apt_proxy_mode: str = "direct"
+    apt_proxy_url: str | None = None
 
 
 # --- runners ---------------------------------------------------------------------------------------

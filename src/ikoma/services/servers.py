@@ -11,15 +11,77 @@ from sqlalchemy.exc import IntegrityError
 from ikoma.domain.errors import Conflict, Invalid, NotFound
 from ikoma.domain.lifecycle import TERMINAL
 from ikoma.services import events, timeline
+from ikoma.services.runners import insert_runner
+from ikoma.services.vault import Vault
+from ikoma.ssh import credentials
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
-from ikoma.storage.tables import orders, runners, servers
+from ikoma.storage.tables import orders, runners, server_credentials, servers
 
 _WITH_RUNNER = (
-    select(*[c for c in servers.c if c.name != "deleted_at"], runners.c.name.label("runner_name"))
-    .select_from(servers.outerjoin(runners, runners.c.id == servers.c.runner_id))
+    select(
+        *[c for c in servers.c if c.name != "deleted_at"],
+        runners.c.name.label("runner_name"),
+        # whether a secret is set, never the secret (issue 14)
+        server_credentials.c.password.is_not(None).label("has_password"),
+        server_credentials.c.private_key.is_not(None).label("has_private_key"),
+        server_credentials.c.sudo_password.is_not(None).label("has_sudo_password"),
+    )
+    .select_from(
+        servers.outerjoin(runners, runners.c.id == servers.c.runner_id).outerjoin(
+            server_credentials, server_credentials.c.server_id == servers.c.id
+        )
+    )
     .where(servers.c.deleted_at.is_(None))
 )
+SSH_ONLY = ("ssh_username",)
+
+
+def _split_secrets(fields: dict[str, Any]) -> dict[str, str | None]:
+    """Take the credential fields out of `fields` (they go to server_credentials, sealed)."""
+    return {column: fields.pop(name) for name, column in credentials.FIELDS.items() if name in fields}
+
+
+def _check_ssh(merged: dict[str, Any], secrets: dict[str, str | None], has: dict[str, bool]) -> None:
+    """An ssh server needs a user and a password or a key; an apt proxy needs its URL."""
+    if merged.get("apt_proxy_mode") == "proxy" and not merged.get("apt_proxy_url"):
+        raise Invalid(
+            "aptProxyMode `proxy` needs aptProxyUrl", reason="apt_proxy_url_missing", field="aptProxyUrl"
+        )
+    if merged.get("connection_mode") != "ssh":
+        return
+    if not merged.get("ssh_username"):
+        raise Invalid("an ssh server needs sshUsername", reason="ssh_username_missing", field="sshUsername")
+    password = secrets["password"] if "password" in secrets else has.get("password")
+    key = secrets["private_key"] if "private_key" in secrets else has.get("private_key")
+    if not password and not key:
+        raise Invalid(
+            "an ssh server needs sshPassword or sshPrivateKey",
+            reason="ssh_credentials_missing",
+            field="sshPassword",
+        )
+
+
+async def _ssh_runner(tx: Tx, server_id: str, name: str, *, stale_after: float) -> str:
+    """The runner row the SSH executor acts as for this server (its token is never shown nor needed)."""
+    runner = await insert_runner(tx, name=f"ssh-{name}-{server_id[:8]}"[:200], stale_after=stale_after)
+    return str(runner["id"])
+
+
+async def _store_secrets(
+    tx: Tx, vault: Vault | None, server_id: str, secrets: dict[str, str | None], fields: dict[str, Any]
+) -> None:
+    if not secrets:
+        return
+    if vault is None:
+        raise RuntimeError("SSH credentials need the vault; none was given")  # a wiring bug, not input
+    if "private_key" in secrets or "key_passphrase" in secrets:
+        key = secrets.get("private_key")
+        if key is None and "private_key" not in secrets:
+            key = (await credentials.load(tx, vault, server_id)).private_key
+        passphrase = secrets.get("key_passphrase")
+        fields["ssh_key_fingerprint"] = credentials.key_fingerprint(key, passphrase) if key else None
+    await credentials.store(tx, vault, server_id, secrets)
 
 
 async def _get(tx: Tx, server_id: str) -> dict[str, Any]:
@@ -88,13 +150,40 @@ async def _runner_changed(tx: Tx, server_id: str, before: str | None, after: str
         )
 
 
-async def create_server(db: Database, fields: dict[str, Any], *, actor: str = "admin") -> dict[str, Any]:
+async def create_server(
+    db: Database,
+    fields: dict[str, Any],
+    *,
+    actor: str = "admin",
+    vault: Vault | None = None,
+    stale_after: float = 120.0,
+) -> dict[str, Any]:
     server_id = str(uuid.uuid4())
+    fields = dict(fields)
+    secrets = _split_secrets(fields)
+    _check_ssh(fields, secrets, {})
     try:
         async with db.write() as tx:
-            if fields.get("runner_id"):
+            if fields.get("connection_mode") == "ssh":
+                if fields.get("runner_id"):
+                    raise Invalid(
+                        "an ssh server is run by the SSH executor; it takes no runner",
+                        reason="ssh_server_runner",
+                        field="runnerId",
+                    )
+                fields["runner_id"] = await _ssh_runner(
+                    tx, server_id, fields["name"], stale_after=stale_after
+                )
+            elif fields.get("runner_id"):
                 await _check_runner_free(tx, fields["runner_id"], server_id)
-            await tx.execute(insert(servers).values(id=server_id, **fields))
+            if secrets:
+                fingerprint: dict[str, Any] = {}
+                await tx.execute(insert(servers).values(id=server_id, **fields))
+                await _store_secrets(tx, vault, server_id, secrets, fingerprint)
+                if fingerprint:
+                    await tx.execute(update(servers).where(servers.c.id == server_id).values(**fingerprint))
+            else:
+                await tx.execute(insert(servers).values(id=server_id, **fields))
             events.publish(
                 tx,
                 "server.created",
@@ -142,13 +231,54 @@ async def get_server(db: Database, server_id: str) -> dict[str, Any]:
 
 
 async def update_server(
-    db: Database, server_id: str, changes: dict[str, Any], *, actor: str = "admin"
+    db: Database,
+    server_id: str,
+    changes: dict[str, Any],
+    *,
+    actor: str = "admin",
+    vault: Vault | None = None,
+    stale_after: float = 120.0,
 ) -> dict[str, Any]:
     """Apply a partial update; `runner_id: None` detaches the runner."""
+    changes = dict(changes)
+    secrets = _split_secrets(changes)
     try:
         async with db.write() as tx:
             current = await _get(tx, server_id)
-            if changes.get("runner_id"):
+            merged = {**current, **changes}
+            has = {"password": bool(current["has_password"]), "private_key": bool(current["has_private_key"])}
+            _check_ssh(merged, secrets, has)
+            if "runner_id" in changes and merged["connection_mode"] == "ssh":
+                raise Invalid(
+                    "an ssh server is run by the SSH executor; it takes no runner",
+                    reason="ssh_server_runner",
+                    field="runnerId",
+                )
+            if current["connection_mode"] != merged["connection_mode"]:
+                if merged["connection_mode"] == "ssh":
+                    if current["runner_id"]:
+                        raise Conflict(
+                            "detach this server's runner before switching it to ssh", serverId=server_id
+                        )
+                    changes["runner_id"] = await _ssh_runner(
+                        tx, server_id, merged["name"], stale_after=stale_after
+                    )
+                else:  # back to agent: its ssh runner retires with the mode
+                    changes["runner_id"] = None
+                    await tx.execute(
+                        update(runners)
+                        .where(runners.c.id == current["runner_id"])
+                        .values(revoked_at=db_now(), revoked_by=actor)
+                    )
+            if merged["connection_mode"] == "ssh" and (
+                changes.get("hostname", current["hostname"]) != current["hostname"]
+                or changes.get("port", current["port"]) != current["port"]
+            ):
+                # another address may be another machine: its key is trusted on first use again
+                changes["host_key_fingerprint"] = None
+                changes["host_key_pinned_at"] = None
+            await _store_secrets(tx, vault, server_id, secrets, changes)
+            if changes.get("runner_id") and merged["connection_mode"] != "ssh":
                 await _check_runner_free(tx, changes["runner_id"], server_id)
             if changes:
                 await tx.execute(
