@@ -75,6 +75,7 @@ for value in "$database_url" "$api_url"; do
   [[ "$value" =~ [[:space:]\"\'\\] ]] && die "a URL may not hold spaces, quotes or backslashes"
 done
 if [ "$with_api" -eq 0 ]; then
+  [ "$with_runner" -eq 1 ] || die "--runner-only and --no-runner leave nothing to install"
   [ -n "$api_url" ] || die "--runner-only needs --api-url"
   [ -n "${IKOMA_BOOTSTRAP_TOKEN:-}" ] || [ -f "$RUNNER_DIR/runner.json" ] ||
     die "--runner-only needs IKOMA_BOOTSTRAP_TOKEN (from \`ikoma runners bootstrap-token\` on the API host)"
@@ -182,11 +183,11 @@ if [ "$with_api" -eq 1 ]; then
 fi
 
 if [ "$with_runner" -eq 1 ]; then
-  # the runner's settings: its API, where its credentials and spool live, the operations tools' dirs
+  # the runner's settings: where its credentials (with the API's URL) and spool live, the operations
+  # tools' dirs. No IKOMA_API_URL: it would override the URL `ikoma runner register` wrote to runner.json
   if new_file "$ETC/runner.env" 0600 root:root; then
     {
       echo "# IKOMA runner settings (docs/configuration.md, docs/operations.md)"
-      echo "IKOMA_API_URL=$api_url"
       echo "IKOMA_DATA_DIR=$RUNNER_DIR"
       echo "IKOMA_APPS_ROOT=/srv/apps"
       echo "IKOMA_BACKUPS_DIR=/var/backups/ikoma"
@@ -202,6 +203,18 @@ for unit in "${units[@]}"; do
   install -m 0644 "$SCRIPT_DIR/systemd/$unit" "$UNIT_DIR/$unit"
 done
 say "units written: ${units[*]}"
+
+# register_runner: trade IKOMA_BOOTSTRAP_TOKEN for the runner's credentials ($RUNNER_DIR/runner.json, 0600);
+# the token reaches `ikoma runner register` through its environment, never its argv
+register_runner() {
+  say "registering this machine's runner with $api_url"
+  IKOMA_BOOTSTRAP_TOKEN="$1" IKOMA_DATA_DIR="$RUNNER_DIR" "$ikoma" runner register --api-url "$api_url"
+}
+
+# a runner joining an API elsewhere registers now, whether or not anything starts here
+if [ "$with_runner" -eq 1 ] && [ ! -f "$RUNNER_DIR/runner.json" ] && [ -n "${IKOMA_BOOTSTRAP_TOKEN:-}" ]; then
+  register_runner "$IKOMA_BOOTSTRAP_TOKEN"
+fi
 
 if [ "$start" -eq 0 ] || [ ! -d /run/systemd/system ]; then
   say "not starting anything (--no-start, or systemd is not running); then:"
@@ -220,24 +233,19 @@ fi
 
 if [ "$with_runner" -eq 1 ]; then
   if [ ! -f "$RUNNER_DIR/runner.json" ]; then
-    if [ -z "${IKOMA_BOOTSTRAP_TOKEN:-}" ]; then
-      # this machine's own runner: a server named after the host, and a one-time token for it
-      host=$(hostname -s)
-      fqdn=$(hostname -f 2>/dev/null || hostname)
-      export IKOMA_API_URL="$api_url"
-      IKOMA_ADMIN_KEY=$(head -n 1 "$ETC/admin.key")
-      export IKOMA_ADMIN_KEY
-      if ! "$ikoma" servers show "$host" --json >/dev/null 2>&1; then
-        say "registering server $host"
-        "$ikoma" servers create "$host" --hostname "$fqdn" --json >/dev/null
-      fi
-      IKOMA_BOOTSTRAP_TOKEN=$("$ikoma" runners bootstrap-token --server "$host" --name "runner-$host" --json |
-        py 'import json, sys; print(json.load(sys.stdin)["token"])')
-      unset IKOMA_ADMIN_KEY
+    # this machine's own runner: a server named after the host, and a one-time token for it
+    host=$(hostname -s)
+    fqdn=$(hostname -f 2>/dev/null || hostname)
+    IKOMA_ADMIN_KEY=$(head -n 1 "$ETC/admin.key")
+    export IKOMA_API_URL="$api_url" IKOMA_ADMIN_KEY
+    if ! "$ikoma" servers show "$host" --json >/dev/null 2>&1; then
+      say "registering server $host"
+      "$ikoma" servers create "$host" --hostname "$fqdn" --json >/dev/null
     fi
-    say "registering this machine's runner with $api_url"
-    IKOMA_BOOTSTRAP_TOKEN="$IKOMA_BOOTSTRAP_TOKEN" IKOMA_DATA_DIR="$RUNNER_DIR" \
-      "$ikoma" runner register --api-url "$api_url"
+    token=$("$ikoma" runners bootstrap-token --server "$host" --name "runner-$host" --json |
+      py 'import json, sys; print(json.load(sys.stdin)["token"])')
+    unset IKOMA_ADMIN_KEY
+    register_runner "$token"
   fi
   systemctl enable --quiet ikoma-runner.service
   systemctl restart ikoma-runner.service
