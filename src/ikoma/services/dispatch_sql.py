@@ -24,11 +24,12 @@ from ikoma.domain.lifecycle import (
     Reason,
 )
 from ikoma.storage.clock import db_now
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import order_attempts, orders, runners, servers
 
 # The hot-path statements are built once, with bind parameters: SQLAlchemy then memoizes each one's
 # cache key and compiled form, where building them per call cost more than running them (profiled).
-AUTH = (
+AUTH = Prepared(
     select(runners.c.token_hash, runners.c.revoked_at, servers.c.id.label("server_id"))
     .select_from(
         runners.outerjoin(servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None)))
@@ -48,7 +49,7 @@ def _live_runner(*, with_token: bool) -> Any:
     return select(runners.c.id).where(*live).with_for_update(read=True)
 
 
-LIVE_RUNNER = {with_token: _live_runner(with_token=with_token) for with_token in (False, True)}
+LIVE_RUNNER = {with_token: Prepared(_live_runner(with_token=with_token)) for with_token in (False, True)}
 # None must bind as SQL NULL (not JSON `null`) so COALESCE keeps the stored list: a heartbeat without
 # capabilities once stored `null` and broke every runner listing.
 NULL_AS_SQL_NULL = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -91,8 +92,8 @@ def _claim(*, by_server: bool) -> Any:
     )
 
 
-CLAIM_BY_RUNNER = _claim(by_server=False)
-CLAIM_BY_RUNNER_OR_SERVER = _claim(by_server=True)
+CLAIM_BY_RUNNER = Prepared(_claim(by_server=False))
+CLAIM_BY_RUNNER_OR_SERVER = Prepared(_claim(by_server=True))
 # A long-poll looks (a read) before it claims (a write transaction): an idle runner costs no write.
 ANY_ELIGIBLE = {
     by_server: select(orders.c.id).where(*_eligible(by_server=by_server)).limit(1)
@@ -137,8 +138,8 @@ def _guarded(allowed: frozenset[OrderStatus], *, fenced: bool) -> Any:
     return update(orders).where(*_guard(allowed, fenced=fenced))
 
 
-def _both(build: Any) -> dict[bool, Any]:
-    return {fenced: build(fenced) for fenced in (False, True)}
+def _both(build: Any) -> dict[bool, Prepared]:
+    return {fenced: Prepared(build(fenced)) for fenced in (False, True)}
 
 
 START = _both(
@@ -184,10 +185,10 @@ def _completion(allowed: frozenset[OrderStatus], *, fenced: bool, reason: Reason
 
 COMPLETE = _both(lambda fenced: _completion(COMPLETE_FROM, fenced=fenced, reason=Reason.COMPLETED))
 # Only a fenced call may complete late: the lease token proves nobody else claimed the order since.
-LATE_COMPLETE = _completion(LATE_COMPLETE_FROM, fenced=True, reason=Reason.LATE_COMPLETION)
+LATE_COMPLETE = Prepared(_completion(LATE_COMPLETE_FROM, fenced=True, reason=Reason.LATE_COMPLETION))
 # A late success for a lost run already requeued as a retry, as long as nobody claimed the retry: the
 # order's current attempt is still the one this lease held and the reconciler closed as STALE.
-LATE_COMPLETE_REQUEUED = (
+LATE_COMPLETE_REQUEUED = Prepared(
     update(orders)
     .where(
         orders.c.id == bindparam("p_order_id"),
@@ -215,7 +216,7 @@ LATE_COMPLETE_REQUEUED = (
     .returning(*orders.c)
 )
 LOGS_ALLOWED = _both(lambda fenced: select(orders.c.id).where(*_guard(LOGS_FROM, fenced=fenced)))
-REQUEUE_FOR_RETRY = (
+REQUEUE_FOR_RETRY = Prepared(
     update(orders)
     .where(orders.c.id == bindparam("p_order_id"), orders.c.status == bindparam("p_from_status"))
     .values(
@@ -229,10 +230,12 @@ REQUEUE_FOR_RETRY = (
     )
     .returning(*orders.c)
 )
-ORDER_VIEW = select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(
-    orders.c.id == bindparam("p_order_id")
+ORDER_VIEW = Prepared(
+    select(orders.c.id, orders.c.status, orders.c.runner_id, orders.c.lease_token).where(
+        orders.c.id == bindparam("p_order_id")
+    )
 )
-RUNNER_HEARTBEAT = (
+RUNNER_HEARTBEAT = Prepared(
     update(runners)
     .where(runners.c.id == bindparam("p_runner_id"))
     .values(

@@ -14,9 +14,10 @@ from ikoma.domain.lifecycle import OrderStatus
 from ikoma.services import events as event_log
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Tx
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import order_attempts, order_events
 
-_CLOSE_ATTEMPT = (
+_CLOSE_ATTEMPT = Prepared(
     update(order_attempts)
     .where(
         order_attempts.c.order_id == bindparam("o_id"),
@@ -49,10 +50,10 @@ def event(
     }
 
 
-_INSERT_EVENTS = insert(order_events)
+_INSERT_EVENTS = Prepared(insert(order_events))
 _RUNNER = "runner:"  # how a runner acts (services/dispatch.py RunnerIdentity.actor)
-_OPEN_ATTEMPT = insert(order_attempts).values(claimed_at=db_now())
-_MARK_STARTED = (
+_OPEN_ATTEMPT = Prepared(insert(order_attempts).values(claimed_at=db_now()))
+_MARK_STARTED = Prepared(
     update(order_attempts)
     .where(order_attempts.c.order_id == bindparam("o_id"), order_attempts.c.attempt == bindparam("o_attempt"))
     .values(started_at=db_now())

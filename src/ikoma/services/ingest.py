@@ -24,11 +24,12 @@ from ikoma.domain.tool_errors import caller_error
 from ikoma.services import events, messages, reports, state, timeline
 from ikoma.services.artifacts import Artifacts
 from ikoma.storage.database import Tx
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import servers, snapshots
 
 ACTOR = "ingest"
-_INSERT_SNAPSHOT = insert(snapshots).returning(*snapshots.c)
-_SERVER_NAME = select(servers.c.name).where(servers.c.id == bindparam("p_server_id"))
+_INSERT_SNAPSHOT = Prepared(insert(snapshots).returning(*snapshots.c))
+_SERVER_NAME = Prepared(select(servers.c.name).where(servers.c.id == bindparam("p_server_id")))
 
 
 def _stored(
@@ -70,7 +71,8 @@ class Ingestor:
         if caller_error(order["status"], order.get("report")) is not None:
             # the request was wrong, not the machine: no snapshot, state or message (see domain.tool_errors)
             return await self._report(tx, order, server_id, important=[], snapshot_id=None)
-        before = await state.lock(tx, server_id)  # serializes this server's completions (see state.lock)
+        # serializes this server's completions (see state.lock); the server's name comes with it
+        before, server_name = await state.lock_named(tx, server_id)
         found = extract(order["playbook_key"], order["status"], order.get("report"))
         snap_row = (
             await tx.execute(
@@ -89,7 +91,7 @@ class Ingestor:
         ).one()
         snap = state.snapshot_of(snap_row)
         after = apply(before, snap)
-        await state.save(tx, server_id, after)
+        await state.save(tx, server_id, after, before=before)
         await state.save_hardware(tx, server_id, snap)
         await state.add_metrics_point(tx, server_id, snap)
         await messages.record(
@@ -107,7 +109,9 @@ class Ingestor:
                 actor=ACTOR,
                 order_id=str(order["id"]),
             )
-        return await self._report(tx, order, server_id, important=found.important, snapshot_id=snap.id)
+        return await self._report(
+            tx, order, server_id, important=found.important, snapshot_id=snap.id, server_name=server_name
+        )
 
     async def _report(
         self,
@@ -117,10 +121,14 @@ class Ingestor:
         *,
         important: list[dict[str, Any]],
         snapshot_id: int | None,
+        server_name: str | None = None,
     ) -> dict[str, Any]:
         """The rendered report and the raw log, which every completion gets."""
-        artifact = await self.artifacts.record_raw_log(tx, order)
-        server_name = (await tx.execute(_SERVER_NAME, {"p_server_id": server_id})).scalar_one()
+        # an order that logged nothing has no chunk to read (its row counts the bytes appended)
+        logged = bool(order.get("log_bytes", 1)) or bool(order.get("log_truncated"))
+        artifact = await self.artifacts.record_raw_log(tx, order) if logged else None
+        if server_name is None:
+            server_name = (await tx.execute(_SERVER_NAME, {"p_server_id": server_id})).scalar_one()
         report = await reports.record(
             tx, order, server_name=server_name, important=important, artifact=artifact
         )

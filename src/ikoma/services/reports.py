@@ -11,11 +11,12 @@ from ikoma.domain.errors import NotFound
 from ikoma.domain.report_markdown import render
 from ikoma.services.orders import newest_first_page
 from ikoma.storage.database import Database, Tx
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import reports
 
 LISTED = [c for c in reports.c if c.name != "markdown"]
 # built once: values go as parameters (cheaper than building the statement per completion)
-_INSERT = insert(reports).returning(*LISTED)
+_INSERT = Prepared(insert(reports).returning(*LISTED))
 
 
 async def record(

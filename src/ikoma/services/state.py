@@ -17,6 +17,7 @@ from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.machine_state import MachineState, Snapshot, hardware, metrics_point, rebuild, unmeasured
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import (
     machine_hardware,
     machine_metrics,
@@ -41,12 +42,24 @@ async def insert_ignore(tx: Tx, table: Any, values: dict[str, Any], keys: list[s
 # cost more than running them (the same lesson as dispatch.py's hot-path statements).
 _EMPTY = MachineState().to_row()
 _CREATE_STATE = {
-    name: dialect.insert(machine_state).on_conflict_do_nothing(index_elements=["server_id"])
+    name: Prepared(dialect.insert(machine_state).on_conflict_do_nothing(index_elements=["server_id"]))
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 _READ_STATE = select(machine_state).where(machine_state.c.server_id == bindparam("p_server_id"))
 _LOCK_STATE = _READ_STATE.with_for_update()
-_SAVE_STATE = update(machine_state).where(machine_state.c.server_id == bindparam("p_server_id"))
+# ingestion's read: the state row (locked on PostgreSQL) and the server's name, in one statement
+_READ_NAMED = (
+    select(machine_state, servers.c.name.label("server_name"))
+    .join(servers, servers.c.id == machine_state.c.server_id)
+    .where(machine_state.c.server_id == bindparam("p_server_id"))
+)
+_NAMED = {
+    "sqlite": Prepared(_READ_NAMED),
+    "postgresql": Prepared(_READ_NAMED.with_for_update(of=machine_state)),
+}
+# the columns given are the columns set: ingestion passes only those a snapshot changed
+_SAVE_STATE = Prepared(update(machine_state).where(machine_state.c.server_id == bindparam("p_server_id")))
+_INSERT_METRICS = Prepared(insert(machine_metrics))
 
 
 def snapshot_of(row: Any) -> Snapshot:
@@ -72,8 +85,26 @@ async def lock(tx: Tx, server_id: str) -> MachineState:
     return MachineState.from_row(dict(row))
 
 
-async def save(tx: Tx, server_id: str, state: MachineState) -> None:
-    await tx.execute(_SAVE_STATE, {**state.to_row(), "p_server_id": server_id})
+async def lock_named(tx: Tx, server_id: str) -> tuple[MachineState, str]:
+    """`lock`, and the server's name; the state row is created only when it is missing (the first
+    completion of a server), so the usual completion reads once instead of inserting then reading."""
+    query, params = _NAMED[tx.dialect], {"p_server_id": server_id}
+    row = (await tx.execute(query, params)).mappings().first()
+    if row is None:
+        await tx.execute(_CREATE_STATE[tx.dialect], {**_EMPTY, "server_id": server_id})
+        row = (await tx.execute(query, params)).mappings().one()
+    return MachineState.from_row(dict(row)), str(row["server_name"])
+
+
+async def save(tx: Tx, server_id: str, state: MachineState, *, before: MachineState | None = None) -> None:
+    """Write the state row; with `before` (the row as read), only the columns that changed."""
+    values = state.to_row()
+    if before is not None:
+        stored = before.to_row()
+        values = {name: value for name, value in values.items() if stored[name] != value}
+        if not values:
+            return
+    await tx.execute(_SAVE_STATE, {**values, "p_server_id": server_id})
 
 
 async def save_hardware(tx: Tx, server_id: str, snap: Snapshot) -> None:
@@ -107,7 +138,7 @@ def inventory_fields(hardware_row: dict[str, Any]) -> dict[str, str]:
 async def add_metrics_point(tx: Tx, server_id: str, snap: Snapshot) -> None:
     point = metrics_point(snap)
     if point is not None:
-        await tx.execute(insert(machine_metrics).values(server_id=server_id, **point))
+        await tx.execute(_INSERT_METRICS, {**point, "server_id": server_id})
 
 
 # --- reading -------------------------------------------------------------------------------------------

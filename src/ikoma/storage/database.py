@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable
 
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.urls import Dialect, dialect_of, driver_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -34,6 +35,7 @@ class Tx:
     def __init__(self, conn: Connection | AsyncConnection, dialect: Dialect) -> None:
         self._conn = conn
         self.dialect = dialect
+        self._adapter: Any = None  # PostgreSQL: SQLAlchemy's asyncpg adapter, once a prepared statement ran
         self._after_commit: list[Callable[[], None]] = []
         self._before_commit: list[Callable[[Tx], Awaitable[None]]] | None = None
 
@@ -56,8 +58,22 @@ class Tx:
             action()
 
     async def execute(
-        self, statement: Executable, params: Mapping[str, Any] | list[dict[str, Any]] | None = None
+        self,
+        statement: Executable | Prepared,
+        params: Mapping[str, Any] | list[dict[str, Any]] | None = None,
     ) -> Result[Any]:
+        if isinstance(statement, Prepared):
+            # on the driver: the sqlite3 cursor, or asyncpg under SQLAlchemy's adapter (storage/prepared.py)
+            if isinstance(self._conn, AsyncConnection):
+                if self._adapter is None:
+                    self._adapter = (await self._conn.get_raw_connection()).dbapi_connection
+                ran = await statement.run_asyncpg(self._adapter, self._conn.dialect, params)
+            else:
+                dbapi = self._conn.connection.driver_connection
+                ran = statement.run_sqlite(dbapi, self._conn.dialect, params)  # type: ignore[arg-type]
+            if ran is not None:
+                return ran
+            statement = statement.statement
         if isinstance(self._conn, AsyncConnection):
             return await self._conn.execute(statement, params)
         return self._conn.execute(statement, params)
