@@ -56,6 +56,7 @@ def create_app(
         registry=ctx.metrics.registry,
         queue_size=settings.sse_queue_size,
         doorbell=NEW_EVENTS,
+        signalled=lambda: ctx.broadcast.reliable,
     )
     # events committed by the other replicas (their flush NOTIFYs `ikoma_events`; None: messages may
     # have been lost) ring this process's readers too

@@ -16,9 +16,10 @@ naming the id to resume from, and its stream ends (the client reconnects with th
 from the database). While it is still catching up on its backlog, an overflow costs nothing: the
 database holds everything, it just reads on.
 
-The reader reads when woken (`wake`: after a commit in this process, or a cross-process signal) and,
-for events another process committed without a signal reaching us, every `poll_interval` seconds while
-anyone is subscribed. With no subscriber it reads nothing at all.
+The reader reads when woken (`wake`: the events doorbell rings after a commit in this process, and for
+another process's commits when the broadcaster relays its NOTIFY) and, as a safety net while anyone is
+subscribed, every `poll_interval` seconds (`SAFETY_POLL_SECONDS` while `signalled()` says other
+processes' signals do arrive). With no subscriber it reads nothing at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +43,8 @@ log = structlog.get_logger("ikoma.events.fanout")
 PAGE = 500  # events per read, for the shared reader and for a subscriber's backlog
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_POLL_SECONDS = 1.0
+# while other processes' commits reach us as signals (services/broadcast.py), the poll is a safety net
+SAFETY_POLL_SECONDS = 5.0
 RETRY_MS = 3000  # the `retry:` hint: how long an EventSource waits before it reconnects
 LAGGING = "stream.lagging"
 LIVE_COMMENT = b": live\n\n"  # caught up: from here on, events come as they are written
@@ -195,12 +198,14 @@ class EventFanout:
         registry: CollectorRegistry | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         poll_interval: float = DEFAULT_POLL_SECONDS,
+        signalled: Callable[[], bool] | None = None,
         doorbell: events.Doorbell | None = None,
     ) -> None:
         self.source = source
         self.doorbell = doorbell
         self.queue_size = queue_size
         self.poll_interval = poll_interval
+        self.signalled = signalled
         # subscribers by filter: an event is matched once per distinct filter, not once per subscriber
         self._groups: dict[EventFilter, set[Subscription]] = {}
         self._count = 0
@@ -313,13 +318,18 @@ class EventFanout:
             self._signal.clear()
             timeout: float | None = None
             if self._count:
-                timeout = self.poll_interval
+                timeout = self._poll_timeout()
                 try:
                     await self._read_new()
                 except Exception as exc:  # a database outage: subscribers wait, the cursor stays put
                     log.warning("event_fanout_read_failed", error=type(exc).__name__, detail=str(exc)[:200])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._signal.wait(), timeout)
+
+    def _poll_timeout(self) -> float:
+        if self.signalled is not None and self.signalled():
+            return max(self.poll_interval, SAFETY_POLL_SECONDS)
+        return self.poll_interval
 
     async def _read_new(self) -> None:
         while self._count:
