@@ -193,9 +193,14 @@ async def test_changes_publish_webhook_events_and_delete_removes_the_delivery_lo
     with pytest.raises(NotFound):
         await webhooks.get_webhook(database, created["id"])
     async with database.read() as tx:
-        kinds = [e.kind for e in await events.read(tx, after=0, limit=100, kinds=["webhook"])]
+        said = await events.read(tx, after=0, limit=100, kinds=["webhook"])
         left = (await tx.execute(select(webhook_deliveries))).all()
-    assert kinds == [
+    assert [e.data.get("changed") for e in said if e.kind == "webhook.changed"] == [
+        ["description", "events"],
+        ["enabled"],
+    ]
+    assert all(e.data["webhookId"] == created["id"] and "url" not in e.data for e in said)
+    assert [e.kind for e in said] == [
         "webhook.created",
         "webhook.changed",
         "webhook.disabled",
@@ -389,3 +394,19 @@ def test_backoff_doubles_from_the_base_up_to_the_cap_with_jitter_in_the_upper_ha
     assert highest == [10, 20, 40, 80, 160, 300, 300]
     assert lowest == [5, 10, 20, 40, 80, 150, 150]
     assert retry_delay(10_000, 10, 300, rand=lambda: 1.0) == 300
+
+
+async def test_the_delivery_log_forgets_finished_deliveries_past_its_retention_never_pending_ones(
+    database: Database, vault: Vault, receiver: Receiver
+) -> None:
+    hook = await register(database, vault, receiver.url, ["order"])
+    await publish(database, "order.created")
+    await dispatcher(database, vault).run_once()
+    receiver.answer = 500
+    await publish(database, "order.failed")
+    sender = dispatcher(database, vault, log_retention_s=0.001)
+    await sender.run_once()
+    await sender.prune_log()
+    assert [(d["kind"], d["status"]) for d in await deliveries(database, hook["id"])] == [
+        ("order.failed", "pending")
+    ]

@@ -144,6 +144,7 @@ def create_app(
         ctx.vault,
         webhook_delivery.DeliveryPolicy.from_settings(settings),
         registry=ctx.metrics.registry,
+        broadcast=ctx.broadcast,
     )
     app.state.ctx = ctx
     app.state.event_fanout = fanout

@@ -6,11 +6,11 @@ it, so two API replicas never send the same webhook's events side by side, and a
 mid-call leaves a lease that expires). No transaction is held across DNS or HTTP, and the dispatcher
 runs in its own tasks: a slow endpoint delays its own webhook, never order dispatch nor other webhooks.
 
-A webhook's next work is its oldest pending delivery (a retry, or a redelivery), else the next event
-after its cursor that matches its filter (a pending delivery is created for it and the cursor moves
-past it in the same transaction). A failed attempt is retried after an exponential backoff with jitter
-(`retry_delay`) until the delivery is older than the retry window (then `failed`, and the next event
-goes); `disable_after` failed attempts in a row disable the webhook and publish `webhook.disabled`.
+A webhook's next work (`webhook_queue.next_job`) is its oldest pending delivery (a retry or a
+redelivery), else the next event after its cursor that matches its filter. A failed attempt is retried
+after an exponential backoff with jitter (`retry_delay`) until the delivery is older than the retry
+window (then `failed`, and the next event goes); `disable_after` failed attempts in a row disable the
+webhook and publish `webhook.disabled`.
 
 Each POST (`webhook_http.post`): the event's JSON, `X-Ikoma-Event` (kind), `X-Ikoma-Delivery` (the
 delivery id), `X-Ikoma-Timestamp` (unix seconds) and `X-Ikoma-Signature: sha256=<hex HMAC-SHA256(secret,
@@ -18,9 +18,9 @@ delivery id), `X-Ikoma-Timestamp` (unix seconds) and `X-Ikoma-Signature: sha256=
 followed, they could lead to a private address) is a failure.
 
 The loop runs on the elected replica only (`services/leader.py`); the per-webhook lease still guards
-the moment when two processes both believe they lead. It is woken by new events (`events.NEW_EVENTS`,
-after a commit in this process), and looks every `poll_interval_s` as the safety net (events of another
-replica, retry times that come due).
+the moment when two processes both believe they lead. It is woken by new events (`events.NEW_EVENTS` after
+a commit in this process, the `ikoma_events` broadcast for the other replicas') and looks every
+`poll_interval_s` as the safety net (a lost notification, retry times that come due).
 """
 
 from __future__ import annotations
@@ -29,24 +29,23 @@ import asyncio
 import contextlib
 import random
 import ssl
-import uuid
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import and_, exists, func, insert, not_, or_, select, update
+from sqlalchemy import and_, delete, exists, func, not_, or_, select, update
 
-from ikoma.services import events, webhook_http
+from ikoma.services import events, webhook_http, webhook_queue
+from ikoma.services.broadcast import EVENTS, Broadcast
 from ikoma.services.vault import Vault
 from ikoma.services.webhook_http import Attempt, Job
-from ikoma.services.webhooks import read_kinds
 from ikoma.storage.clock import db_now
-from ikoma.storage.database import Database, Tx
+from ikoma.storage.database import Database
 from ikoma.storage.tables import events as events_table
-from ikoma.storage.tables import servers, webhook_deliveries, webhooks
+from ikoma.storage.tables import webhook_deliveries, webhooks
 
 if TYPE_CHECKING:
     from ikoma.settings import Settings
@@ -54,10 +53,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ikoma.webhooks")
 
 Outcome = Literal["delivered", "failed", "retrying"]
-PAGE = 200  # events read per look at a webhook's filter
-MAX_PAGES = 10  # per transaction: a filter that matches little must not hold the database long
-Wait = Literal["wait"]
-WAIT: Wait = "wait"
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +66,8 @@ class DeliveryPolicy:
     allow_private: bool = False
     poll_interval_s: float = 1.0
     concurrency: int = 16
+    # delivered and failed deliveries are kept this long in the log, as long as events are by default
+    log_retention_s: float = 30 * 86400.0
 
     @property
     def lease_s(self) -> float:
@@ -101,17 +99,26 @@ def retry_delay(
 
 class WebhookDispatcher:
     def __init__(
-        self, db: Database, vault: Vault, policy: DeliveryPolicy, *, registry: CollectorRegistry | None = None
+        self,
+        db: Database,
+        vault: Vault,
+        policy: DeliveryPolicy,
+        *,
+        registry: CollectorRegistry | None = None,
+        broadcast: Broadcast | None = None,
     ) -> None:
         self.db = db
         self.vault = vault
         self.policy = policy
+        self.broadcast = broadcast  # events committed by other replicas wake the loop through it
         self.deliveries = Counter(
             "ikoma_webhook_deliveries",
             "Webhook delivery attempts by outcome (delivered, retrying, failed: given up)",
             ["outcome"],
             registry=registry if registry is not None else CollectorRegistry(),
         )
+        for outcome in ("delivered", "retrying", "failed"):  # at 0 from the start, for rate() and alerts
+            self.deliveries.labels(outcome=outcome)
         self._wakeup = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(policy.concurrency)
@@ -122,28 +129,57 @@ class WebhookDispatcher:
         self._wakeup.set()
 
     async def run_forever(self) -> None:
-        with events.NEW_EVENTS.listen() as rung:
-            while True:
-                rung.clear()
-                self._wakeup.clear()
-                try:
-                    for webhook_id in await self.due_webhooks():
-                        if webhook_id not in self._running:
-                            self._running[webhook_id] = asyncio.create_task(
-                                self._drain_task(webhook_id), name=f"webhook-{webhook_id}"
-                            )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the loop must outlive a database outage
-                    log.warning("webhook_dispatch_failed", error=type(exc).__name__, detail=str(exc)[:200])
-                waits = [asyncio.ensure_future(rung.wait()), asyncio.ensure_future(self._wakeup.wait())]
-                try:
-                    await asyncio.wait(
-                        waits, timeout=self.policy.poll_interval_s, return_when="FIRST_COMPLETED"
+        subscription = (
+            self.broadcast.subscribe(EVENTS, lambda _payload: self.wake()) if self.broadcast else None
+        )
+        pruned_at = 0.0
+        try:
+            with events.NEW_EVENTS.listen() as rung:
+                while True:
+                    rung.clear()
+                    self._wakeup.clear()
+                    if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                        pruned_at = time.monotonic()
+                        await self.prune_log()
+                    await self._dispatch_due()
+                    waits = [asyncio.ensure_future(rung.wait()), asyncio.ensure_future(self._wakeup.wait())]
+                    try:
+                        await asyncio.wait(
+                            waits, timeout=self.policy.poll_interval_s, return_when="FIRST_COMPLETED"
+                        )
+                    finally:
+                        for waiting in waits:
+                            waiting.cancel()
+        finally:
+            if subscription is not None:
+                subscription.close()
+
+    async def _dispatch_due(self) -> None:
+        try:
+            for webhook_id in await self.due_webhooks():
+                if webhook_id not in self._running:
+                    self._running[webhook_id] = asyncio.create_task(
+                        self._drain_task(webhook_id), name=f"webhook-{webhook_id}"
                     )
-                finally:
-                    for waiting in waits:
-                        waiting.cancel()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the loop must outlive a database outage
+            log.warning("webhook_dispatch_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
+    async def prune_log(self) -> None:
+        """Drop delivered and failed deliveries past the log's retention (pending ones stay)."""
+        try:
+            async with self.db.write() as tx:
+                await tx.execute(
+                    delete(webhook_deliveries).where(
+                        webhook_deliveries.c.status != "pending",
+                        webhook_deliveries.c.created_at < db_now(-self.policy.log_retention_s),
+                    )
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("webhook_log_prune_failed", error=type(exc).__name__)
 
     async def close(self) -> None:
         """Cancel the deliveries in flight; their leases expire and another pass retries them."""
@@ -189,7 +225,9 @@ class WebhookDispatcher:
         """Deliver this webhook's due work, one delivery at a time, until none is due."""
         async with self._slots:
             while True:
-                job = await self._next_job(webhook_id)
+                job = await webhook_queue.next_job(
+                    self.db, self.vault, webhook_id, lease_s=self.policy.lease_s
+                )
                 if job is None:
                     return
                 attempt = await webhook_http.post(
@@ -203,113 +241,6 @@ class WebhookDispatcher:
                     return  # a retry waits for its time; the next event waits behind it
 
     # --- one delivery ---------------------------------------------------------------------------
-    async def _next_job(self, webhook_id: str) -> Job | None:
-        async with self.db.write() as tx:
-            leased = await tx.execute(
-                update(webhooks)
-                .where(
-                    webhooks.c.id == webhook_id,
-                    webhooks.c.enabled.is_(True),
-                    or_(webhooks.c.lease_until.is_(None), webhooks.c.lease_until < db_now()),
-                )
-                .values(lease_until=db_now(self.policy.lease_s))
-            )
-            if not getattr(leased, "rowcount", 0):
-                return None  # disabled, deleted, or another process is delivering it
-            pending = await self._pending_job(tx, webhook_id)
-            job = await self._new_job(tx, webhook_id) if pending is None else pending
-            if job == WAIT or job is None:
-                await _release(tx, webhook_id)
-                return None
-            return job
-
-    async def _pending_job(self, tx: Tx, webhook_id: str) -> Job | Wait | None:
-        """The oldest pending delivery if it is due, WAIT if it is not (nothing may go before it), None
-        if there is none; deliveries of events no longer kept fail here."""
-        while True:
-            row = (
-                (
-                    await tx.execute(
-                        select(
-                            webhook_deliveries,
-                            (webhook_deliveries.c.next_attempt_at <= db_now()).label("due"),
-                        )
-                        .where(
-                            webhook_deliveries.c.webhook_id == webhook_id,
-                            webhook_deliveries.c.status == "pending",
-                        )
-                        .order_by(webhook_deliveries.c.created_at, webhook_deliveries.c.id)
-                        .limit(1)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            if not row["due"]:
-                return WAIT
-            found = await events.read(tx, after=int(row["event_id"]) - 1, limit=1)
-            if found and found[0].id == row["event_id"]:
-                return await self._job(tx, webhook_id, str(row["id"]), found[0])
-            await tx.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == row["id"])
-                .values(
-                    status="failed", failed_at=db_now(), next_attempt_at=None, error="event no longer kept"
-                )
-            )
-
-    async def _new_job(self, tx: Tx, webhook_id: str) -> Job | None:
-        """A delivery of the next event past the cursor that passes the filter; the cursor moves on."""
-        hook = (await tx.execute(select(webhooks).where(webhooks.c.id == webhook_id))).mappings().one()
-        cursor = int(hook["last_event_id"])
-        scope = set(hook["server_ids"]) if hook["server_ids"] is not None else None
-        for _ in range(MAX_PAGES):
-            page = await events.read(
-                tx, after=cursor, limit=PAGE, kinds=read_kinds(hook["kinds"]), server_ids=scope
-            )
-            if not page:
-                break
-            labels = (
-                await _labels_of(tx, {e.server_id for e in page if e.server_id}) if hook["labels"] else {}
-            )
-            for event in page:
-                cursor = event.id
-                if hook["labels"] and not _carries(labels.get(event.server_id or ""), hook["labels"]):
-                    continue
-                delivery_id = str(uuid.uuid4())
-                await tx.execute(
-                    insert(webhook_deliveries).values(
-                        id=delivery_id,
-                        webhook_id=webhook_id,
-                        event_id=event.id,
-                        kind=event.kind,
-                        status="pending",
-                        attempts=0,
-                        next_attempt_at=db_now(),
-                    )
-                )
-                await _move_cursor(tx, webhook_id, cursor)
-                return await self._job(tx, webhook_id, delivery_id, event)
-            if len(page) < PAGE:
-                break
-        await _move_cursor(tx, webhook_id, cursor)
-        return None
-
-    async def _job(self, tx: Tx, webhook_id: str, delivery_id: str, event: events.Event) -> Job:
-        hook = (
-            await tx.execute(select(webhooks.c.url, webhooks.c.secret).where(webhooks.c.id == webhook_id))
-        ).one()
-        return Job(
-            delivery_id=delivery_id,
-            webhook_id=webhook_id,
-            url=hook.url,
-            secret=self.vault.unseal(hook.secret),
-            kind=event.kind,
-            body=orjson.dumps(event.to_json()),
-        )
-
     async def _record(self, job: Job, attempt: Attempt) -> Outcome:
         outcome: Outcome = "delivered"
         async with self.db.write() as tx:
@@ -376,28 +307,3 @@ class WebhookDispatcher:
                 error=attempt.error,
             )
         return outcome
-
-
-async def _release(tx: Tx, webhook_id: str) -> None:
-    await tx.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(lease_until=None))
-
-
-async def _move_cursor(tx: Tx, webhook_id: str, cursor: int) -> None:
-    await tx.execute(
-        update(webhooks)
-        .where(webhooks.c.id == webhook_id, webhooks.c.last_event_id < cursor)
-        .values(last_event_id=cursor)
-    )
-
-
-async def _labels_of(tx: Tx, server_ids: set[str]) -> dict[str, dict[str, str]]:
-    if not server_ids:
-        return {}
-    rows = await tx.execute(
-        select(servers.c.id, servers.c.labels).where(servers.c.id.in_(sorted(server_ids)))
-    )
-    return {str(r.id): dict(r.labels or {}) for r in rows}
-
-
-def _carries(labels: dict[str, str] | None, wanted: dict[str, str]) -> bool:
-    return labels is not None and all(labels.get(k) == v for k, v in wanted.items())

@@ -32,6 +32,8 @@ ALL_KINDS = "*"
 MAX_KINDS = 50
 
 _PUBLIC = tuple(c for c in webhooks.c if c.name not in ("secret", "lease_until"))
+# a change event names the fields changed as the API does
+_WIRE_NAMES = {"kinds": "events", "server_ids": "serverIds", "last_event_id": "lastEventId"}
 
 
 def new_secret() -> str:
@@ -149,7 +151,7 @@ async def update_webhook(
                 update(webhooks).where(webhooks.c.id == webhook_id).values(**values, updated_at=db_now())
             )
             events.publish(
-                tx, "webhook.changed", actor=actor, data={"webhookId": webhook_id, "changed": sorted(values)}
+                tx, "webhook.changed", actor=actor, data={"webhookId": webhook_id, "changed": _wire(values)}
             )
         return await _public(tx, webhook_id)
 
@@ -218,7 +220,7 @@ async def enable_webhook(
                 tx,
                 "webhook.changed",
                 actor=actor,
-                data={"webhookId": webhook_id, "changed": sorted(values)},
+                data={"webhookId": webhook_id, "changed": _wire(values, keep=("enabled", "last_event_id"))},
             )
         return await _public(tx, webhook_id)
 
@@ -316,3 +318,7 @@ async def _require_servers(tx: Tx, server_ids: list[str]) -> None:
             field="serverIds",
             serverIds=unknown,
         )
+
+
+def _wire(values: dict[str, Any], keep: tuple[str, ...] | None = None) -> list[str]:
+    return sorted(_WIRE_NAMES.get(name, name) for name in values if keep is None or name in keep)
