@@ -2,11 +2,13 @@
 
 A fleet of agents is mostly this load (issue 11, target 3). The benchmark starts a real `ikoma serve`
 on SQLite (or `--backend postgresql`), registers N runners each on its own server, holds one
-long-poll per runner open (re-issued as each one ends), waits until all are waiting, then measures
-for `--seconds`: the server process's CPU (% of one core), its RSS, and the latency of one order
+long-poll per runner open (re-issued as each one ends; the first polls are spread evenly over one
+poll's 30 s, as a fleet's are, so the server sees N/30 new polls a second), waits until all are
+waiting, then measures for `--seconds` (default 30: every runner polls again once): the server
+process's CPU (% of one core), its RSS, the polls answered meanwhile, and the latency of one order
 created for one of those runners until its poll answers with it (create → claim, `--probes` times).
 
-    .venv/bin/python bench/idle.py --runners 1000 --seconds 20
+    .venv/bin/python bench/idle.py --runners 1000 --seconds 30
 
 One JSON document on stdout, progress on stderr; traffic to 127.0.0.1 only, bounded in count and time.
 To compare with an older checkout, run it with `PYTHONPATH=<that checkout>/src`: the server process
@@ -57,15 +59,23 @@ def rss_mb(pid: int) -> float | None:
 
 
 async def poll_forever(
-    client: httpx.AsyncClient, runner: Runner, waiting: set[str], answers: dict[str, asyncio.Future[float]]
+    client: httpx.AsyncClient,
+    runner: Runner,
+    waiting: set[str],
+    answers: dict[str, asyncio.Future[float]],
+    *,
+    delay: float,
+    polls: list[int],
 ) -> None:
     headers = {"x-runner-id": runner.id, "x-runner-token": runner.token}
+    await asyncio.sleep(delay)
     while True:
         waiting.add(runner.id)
         try:
             resp = await client.post(f"/runner/orders/claim-next?wait={LONG_POLL_S}", headers=headers)
         finally:
             waiting.discard(runner.id)
+        polls[0] += 1
         if resp.status_code == 200:
             order = orjson.loads(resp.content)
             future = answers.pop(order["id"], None)
@@ -91,17 +101,27 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
         ) as client:
             waiting: set[str] = set()
             answers: dict[str, asyncio.Future[float]] = {}
-            tasks = [asyncio.create_task(poll_forever(client, r, waiting, answers)) for r in runners]
-            deadline = time.monotonic() + 120
+            polls = [0]
+            tasks = [
+                asyncio.create_task(
+                    poll_forever(
+                        client, r, waiting, answers, delay=i * LONG_POLL_S / len(runners), polls=polls
+                    )
+                )
+                for i, r in enumerate(runners)
+            ]
+            deadline = time.monotonic() + LONG_POLL_S + 120
             while len(waiting) < len(runners) and time.monotonic() < deadline:  # noqa: ASYNC110 - polled, not signalled: a count across N tasks
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2)  # the polls reached the server and wait there
             waiting_then = len(waiting)
             log(f"idle: {waiting_then} polls waiting; measuring {args.seconds} s")
             meter = CpuMeter(server.proc.pid if server.proc is not None else None)
+            polls_before = polls[0]
             meter.start()
             await asyncio.sleep(args.seconds)
             cpu = meter.stop()
+            polls_answered = polls[0] - polls_before
             rss = rss_mb(server.proc.pid) if server.proc is not None else None
             latencies: list[float] = []
             for probe in range(args.probes):
@@ -124,6 +144,7 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
         "serverCpuPercent": cpu.get("serverPercent"),
         "machineBusyPercent": cpu.get("machineBusyPercent"),
         "serverRssMb": rss,
+        "pollsAnsweredPerSecond": round(polls_answered / args.seconds, 1),
         "createToClaim": latency_summary(sorted(latencies), (50, 99), with_max=True),
         "probesAnswered": f"{len(latencies)}/{args.probes}",
     }
@@ -132,7 +153,7 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runners", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()

@@ -32,6 +32,9 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.claims_waiting = Gauge(
+            "ikoma_claims_waiting", "Long-polling claims waiting in this process", registry=self.registry
+        )
         self.broadcasts_received = Counter(
             "ikoma_broadcasts_received",
             "Messages received from other processes (PostgreSQL NOTIFY)",

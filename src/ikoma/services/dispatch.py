@@ -87,6 +87,7 @@ class Dispatcher:
         # the waiting claims' shared read, and the idle polls' token check without a query (H2)
         self.doorbell = Doorbell(db, wakeups, broadcast)
         self.credentials = VerifiedTokens(broadcast)
+        metrics.claims_waiting.set_function(lambda: wakeups.waiting_count)
         self.claim_lease = claim_lease
         self.wakeups = wakeups
         self.metrics = metrics

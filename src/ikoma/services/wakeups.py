@@ -47,6 +47,7 @@ class Waiter(asyncio.Event):
 class Wakeups:
     def __init__(self, broadcast: Broadcast | None = None) -> None:
         self._waiters: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self.waiting_count = 0  # claims waiting now (the ikoma_claims_waiting gauge, read when scraped)
         self._broadcast = broadcast
         # keys notified recently, each with the sequence number of its latest notification: the
         # dispatcher answers a claim's first look from the doorbell's last read plus these
@@ -102,9 +103,11 @@ class Wakeups:
         live = [k for k in keys if k is not None]
         for key in live:
             self._waiters[key].add(waiter)
+        self.waiting_count += 1
         try:
             yield waiter
         finally:
+            self.waiting_count -= 1
             for key in live:
                 group = self._waiters.get(key)
                 if group is not None:
