@@ -57,6 +57,7 @@ CLAIMS = "ikoma_claims"
 EVENTS = "ikoma_events"
 CREDENTIALS = "ikoma_credentials"
 
+MAX_OUTBOX = 10_000  # messages waiting for the listening connection
 MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes; room for the origin prefix and batching
 HEARTBEAT_SECONDS = 5.0
 APPLICATION_NAME = "ikoma-broadcast"
@@ -114,6 +115,10 @@ class Broadcast:
         if local:
             self._deliver(channel, payload)
         if not self.db.is_sqlite and self._task is not None:
+            if len(self._outbox) >= MAX_OUTBOX:
+                # the connection is away for long: drop the oldest hints; the other processes' doorbell
+                # polls (and their resync, if they lost their own connection too) find the work anyway
+                del self._outbox[: MAX_OUTBOX // 2]
             self._outbox.append((channel, payload))
             self._kick.set()
 
