@@ -312,6 +312,22 @@ def test_a_bad_last_event_id_is_refused_with_a_reason(server: support.LiveServer
     assert refused.json()["reason"] == "invalid_last_event_id"
 
 
+def test_ikoma_events_lists_a_servers_events_as_a_table_or_json_lines(server: support.LiveServer) -> None:
+    server_id = new_server(server, "listed")
+    created = [create_order(server, server_id) for _ in range(2)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IKOMA_")}
+    env.update({"IKOMA_API_URL": server.url, "IKOMA_ADMIN_KEY": server.admin_key})
+    argv = [sys.executable, "-m", "ikoma", "events", "--server", server_id, "--kind", "order.created"]
+    as_json = processes.run([*argv, "--json"], env=env, text=True, timeout=60)
+    assert as_json.returncode == 0, as_json.stderr
+    listed = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(e["kind"], e["orderId"]) for e in listed] == [("order.created", o) for o in created]
+    table = processes.run(argv, env=env, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("order.created") == 2
+    assert created[0][:8] in table.stdout
+
+
 class CuttablePipe:
     """A loopback TCP relay to the server whose connections the test can cut, and refuse for a while."""
 
