@@ -291,7 +291,8 @@ async def test_credentials_are_sealed_bound_to_their_row_and_survive_rotation(
 
     # no plaintext in the database (the SQLite file; PostgreSQL: pg_dump)
     if database_url.startswith("sqlite"):
-        raw = Path(database_url.removeprefix("sqlite:///")).read_bytes()
+        path = Path(database_url.removeprefix("sqlite:///"))
+        raw = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))  # db, -wal, -shm
     else:
         name = database_url.rsplit("/", 1)[1]
         raw = subprocess.run(

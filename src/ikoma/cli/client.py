@@ -225,6 +225,14 @@ class AdminClient:
         """PATCH the given fields only; `{"runnerId": None}` detaches the runner."""
         return self._object("PATCH", f"/v1/servers/{_segment(server_id)}", json=dict(fields))
 
+    def test_connection(self, server_id: str) -> JsonObject:
+        return self._object("POST", f"/v1/servers/{_segment(server_id)}/test-connection")
+
+    def trust_host_key(self, server_id: str, fingerprint: str | None) -> JsonObject:
+        return self._object(
+            "POST", f"/v1/servers/{_segment(server_id)}/trust-host-key", json={"fingerprint": fingerprint}
+        )
+
     def delete_server(self, server_id: str) -> None:
         self._request("DELETE", f"/v1/servers/{_segment(server_id)}")
 

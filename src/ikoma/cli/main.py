@@ -13,6 +13,7 @@ from ikoma import __version__
 from ikoma.cli import api_clients, database, orders, playbooks, readiness, runners, servers
 from ikoma.cli import audit as audit_cli
 from ikoma.cli import events as events_cli
+from ikoma.cli import keys as keys_cli
 from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
 from ikoma.cli import state as state_cli
@@ -24,6 +25,7 @@ app = typer.Typer(help="IKOMA Control Plane", no_args_is_help=True, pretty_excep
 db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(servers.app, name="servers")
+app.add_typer(keys_cli.app, name="keys")
 app.add_typer(runners.app, name="runners")
 app.add_typer(api_clients.app, name="api-clients")
 app.add_typer(playbooks.app, name="playbooks")

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ikoma.cli import output, state_view
+from ikoma.cli import output, ssh_options, state_view
 from ikoma.cli.client import (
     DEFAULT_API_URL,
     AdminClient,
@@ -15,6 +15,14 @@ from ikoma.cli.client import (
     without_unset,
 )
 from ikoma.cli.output import Column, JsonOption, WideOption
+from ikoma.cli.ssh_options import (
+    AptProxyOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    PasswordFileOption,
+    SshOption,
+    SudoPasswordFileOption,
+)
 
 app = typer.Typer(help="Manage servers: the machines playbooks run on.", no_args_is_help=True)
 
@@ -24,6 +32,7 @@ COLUMNS: list[Column] = [
     ("hostname", "HOSTNAME"),
     ("port", "PORT"),
     ("osFamily", "OS"),
+    ("connectionMode", "MODE"),
     ("runnerName", "RUNNER"),
     ("labels", "LABELS"),
 ]
@@ -70,15 +79,23 @@ def list_servers(
 @app.command("create")
 def create_server(
     name: Annotated[str, typer.Argument(help="Unique server name.", show_default=False)],
-    hostname: Annotated[str, typer.Option("--hostname", help="Host name or address to reach it.")],
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", help="Host name or address to reach it.")
+    ] = None,
     port: PortOption = None,
     label: LabelOption = None,
     os_family: OsFamilyOption = None,
+    ssh: SshOption = None,
+    password_file: PasswordFileOption = None,
+    key_file: KeyFileOption = None,
+    key_passphrase_file: PassphraseFileOption = None,
+    sudo_password_file: SudoPasswordFileOption = None,
+    apt_proxy: AptProxyOption = None,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register a server."""
+    """Register a server: reached by its runner, or agentless with --ssh USER@HOST[:PORT]."""
     fields = without_unset(
         name=name,
         hostname=hostname,
@@ -86,6 +103,13 @@ def create_server(
         labels=parse_labels(label) if label else None,
         osFamily=os_family,
     )
+    fields.update(
+        ssh_options.ssh_fields(
+            ssh, password_file, key_file, key_passphrase_file, sudo_password_file, apt_proxy
+        )
+    )
+    if "hostname" not in fields:
+        raise typer.BadParameter("give --hostname, or --ssh USER@HOST[:PORT]")
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
         output.show_object(client.create_server(fields), as_json=as_json)
 
@@ -133,6 +157,12 @@ def update_server(
         ),
     ] = None,
     os_family: OsFamilyOption = None,
+    ssh: SshOption = None,
+    password_file: PasswordFileOption = None,
+    key_file: KeyFileOption = None,
+    key_passphrase_file: PassphraseFileOption = None,
+    sudo_password_file: SudoPasswordFileOption = None,
+    apt_proxy: AptProxyOption = None,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
@@ -144,6 +174,11 @@ def update_server(
         port=port,
         labels=parse_labels(label) if label else None,
         osFamily=os_family,
+    )
+    fields.update(
+        ssh_options.ssh_fields(
+            ssh, password_file, key_file, key_passphrase_file, sudo_password_file, apt_proxy
+        )
     )
     if not fields:
         raise typer.BadParameter("give at least one field to change (see --help)")
@@ -191,3 +226,42 @@ def detach_runner(
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
         detached = client.update_server(client.resolve("server", server), {"runnerId": None})
     output.show_object(detached, as_json=as_json)
+
+
+@app.command("test-connection")
+def check_connection(
+    server: ServerArg,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Connect to an ssh server now: `ok` (and its OS), or why not. Exit 1 when it is not ok."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        answer = client.test_connection(client.resolve("server", server))
+    if as_json:
+        output.print_json(answer)
+    else:
+        typer.echo(f"{answer['reason']}: {answer.get('message') or ''}".rstrip(": "))
+        if answer.get("hostKeyFingerprint"):
+            typer.echo(f"host key: {answer['hostKeyFingerprint']}")
+    if not answer.get("ok"):
+        raise typer.Exit(1)
+
+
+@app.command("trust-host-key")
+def trust_host_key(
+    server: ServerArg,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint", help="SHA256:… to trust; left out: the key the next connection presents."
+        ),
+    ] = None,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Trust a new SSH host key (a reinstalled machine) after checking it; audited."""
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        trusted = client.trust_host_key(client.resolve("server", server), fingerprint)
+    output.show_object(trusted, as_json=as_json)

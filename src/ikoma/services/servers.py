@@ -316,5 +316,12 @@ async def delete_server(db: Database, server_id: str, *, actor: str = "admin") -
             .where(servers.c.id == server_id)
             .values(deleted_at=db_now(), runner_id=None, updated_at=db_now())
         )
+        if current["connection_mode"] == "ssh" and current["runner_id"]:
+            # the server's ssh runner exists for it alone: it retires with it
+            await tx.execute(
+                update(runners)
+                .where(runners.c.id == current["runner_id"], runners.c.revoked_at.is_(None))
+                .values(revoked_at=db_now(), revoked_by=actor)
+            )
         await _runner_changed(tx, server_id, current["runner_id"], None, actor)
         events.publish(tx, "server.deleted", server_id=server_id, actor=actor, data={"name": current["name"]})
