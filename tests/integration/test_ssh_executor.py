@@ -4,7 +4,7 @@ sshd is started by the test (tests/sshd.py) on 127.0.0.1 with its own host key a
 every test runs on SQLite and PostgreSQL. The executor is the one `ikoma serve` runs, driven in process.
 """
 
-# ruff: noqa: ASYNC221, ASYNC240 - short blocking checks (a file, pgrep, pg_dump) are fine in a test
+# ruff: noqa: ASYNC221 - short blocking checks (a file, pgrep, pg_dump) are fine in a test
 
 from __future__ import annotations
 
