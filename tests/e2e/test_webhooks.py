@@ -27,6 +27,8 @@ WEBHOOK_ENV = {
     "IKOMA_WEBHOOK_RETRY_MAX_DELAY": "0.5",
     "IKOMA_WEBHOOK_DISABLE_AFTER": "3",
     "IKOMA_WEBHOOK_POLL_INTERVAL": "0.2",
+    # longer than any held answer below: a held request must not time out into a retry
+    "IKOMA_WEBHOOK_TIMEOUT": "120",
 }
 WAIT_S = 60.0
 
@@ -154,6 +156,26 @@ def test_a_failing_receiver_gets_retries_then_the_webhook_is_disabled_and_enable
     delivery_ids = [r.headers["x-ikoma-delivery"] for r in got]
     assert delivery_ids[:4] == [pending["id"]] * 4  # retries keep the delivery's id
     assert delivery_ids[4] == again.json()["id"] != pending["id"]  # a redelivery is a new delivery
+
+
+def test_a_receiver_that_holds_its_answer_delays_only_its_own_next_delivery(
+    live_server: support.LiveServer, receiver: Receiver
+) -> None:
+    receiver.hold()
+    with live_server.admin() as admin:
+        hook = admin.post("/v1/webhooks", json={"url": receiver.url, "events": ["server.created"]}).json()
+        first = create_server(admin)
+        received(receiver, 1, live_server)  # in flight, unanswered
+        # meanwhile the API serves, orders are created and dispatched as usual
+        second = create_server(admin)
+        order = admin.post("/v1/orders", json={"serverId": first["id"], "playbookKey": "system.test_ping"})
+        assert order.status_code == 201, order.text
+        assert admin.get(f"/v1/orders/{order.json()['order']['id']}").status_code == 200
+        assert len(receiver.snapshot()) == 1  # the next event waits behind the one in flight
+        receiver.release()
+        got = received(receiver, 2, live_server)
+        admin.delete(f"/v1/webhooks/{hook['id']}")
+    assert [r.event["serverId"] for r in got] == [first["id"], second["id"]]
 
 
 def test_the_cli_creates_lists_and_shows_the_delivery_log(

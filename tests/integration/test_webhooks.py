@@ -7,6 +7,7 @@ database clock, the only clock deliveries are scheduled with.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -386,6 +387,25 @@ async def test_a_webhook_leased_by_another_process_is_left_to_it(
         await tx.execute(update(webhooks_table).values(lease_until=db_now(-1)))
     await sender.run_once()
     assert len(receiver.snapshot()) == 1
+
+
+async def test_two_dispatchers_on_one_database_send_each_event_once_in_order(
+    database: Database, database_url: str, vault: Vault, receiver: Receiver
+) -> None:
+    """Two replicas' dispatchers at once: the webhook's lease lets one send at a time, in order."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite is served by one process, with one connection: replicas need PostgreSQL")
+    hook = await register(database, vault, receiver.url, ["order"])
+    ids = await publish(database, *["order.created"] * 6)
+    other = Database(database_url)
+    try:
+        first, second = dispatcher(database, vault), dispatcher(other, vault)
+        for _ in ids:
+            await asyncio.gather(first.run_once(), second.run_once())
+    finally:
+        await other.dispose()
+    assert [r.event["id"] for r in receiver.snapshot()] == ids
+    assert len({d["event_id"] for d in await deliveries(database, hook["id"])}) == len(ids)
 
 
 def test_backoff_doubles_from_the_base_up_to_the_cap_with_jitter_in_the_upper_half() -> None:

@@ -1,7 +1,8 @@
 """A real HTTP endpoint for webhook tests: http.server in a thread, recording every POST it gets.
 
 `answer` is the status it replies with (change it while it runs to make it fail, then recover);
-`received` holds each request's headers and body; `wait_for(n)` waits until n requests arrived.
+`received` holds each request's headers and body; `wait_for(n)` waits until n requests arrived;
+`hold()` keeps the answers back (each request is recorded, then waits) until `release()`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._released.set()
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     @property
     def url(self) -> str:
@@ -60,6 +71,7 @@ class Receiver:
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
                     status = receiver.answer
+                receiver._released.wait(timeout=120)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -72,6 +84,7 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
