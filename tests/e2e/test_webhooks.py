@@ -113,6 +113,11 @@ def test_signed_deliveries_arrive_in_event_id_order_and_only_admins_manage_webho
             assert refused.status_code == 403, refused.text
         audited = admin.get("/v1/audit", params={"action": "POST /v1/webhooks"}).json()["items"]
         assert {e["outcome"] for e in audited} >= {"allowed", "denied"}
+        # the secret was shown once: no answer, audit entry, event or log line holds it since
+        events = admin.get("/v1/events", params={"kind": "webhook"}).text
+        assert secret not in json.dumps(audited) + events + live_server.read_log()
+        metrics = httpx.get(f"{live_server.url}/metrics").text
+        assert 'ikoma_webhook_deliveries_total{outcome="delivered"}' in metrics
         admin.delete(f"/v1/webhooks/{hook['id']}")
 
 
