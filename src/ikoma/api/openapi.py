@@ -90,6 +90,7 @@ CONFLICTS: dict[tuple[str, str], str] = {
     ("PATCH", "/v1/servers/{server_id}"): "a server has this name, or the runner is attached elsewhere",
     ("DELETE", "/v1/servers/{server_id}"): "the server has orders that have not ended",
     ("POST", "/v1/servers/{server_id}/attach-runner"): "the runner is attached to another server",
+    ("POST", "/v1/servers/{server_id}/test-connection"): "`not_ssh_server`: its runner reaches it, not SSH",
     ("PATCH", "/v1/servers/{server_id}/attach-runner"): "the runner is attached to another server",
     ("POST", "/v1/runners"): "a runner has this name",
     ("DELETE", "/v1/runners/{runner}"): "`runner_in_use`: orders refer to it; revoke it instead",

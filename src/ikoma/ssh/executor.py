@@ -36,7 +36,6 @@ from ikoma.services.vault import Vault
 from ikoma.services.wakeups import Wakeups
 from ikoma.ssh import hostkeys
 from ikoma.ssh.connection import ConnectFailed, connect
-from ikoma.ssh.credentials import CredentialsUndecryptable
 from ikoma.ssh.playbooks import REGISTRY, capabilities
 from ikoma.ssh.remote import RemoteContext
 from ikoma.storage.database import Database
@@ -243,7 +242,7 @@ class SshExecutor:
         assert identity.server_id is not None
         try:
             target, settings = await hostkeys.target_of(self.db, self.vault, identity.server_id)
-        except CredentialsUndecryptable as exc:
+        except DomainError as exc:  # credentials_undecryptable, or the server stopped being an ssh one
             return PlaybookResult(summary=exc.message, errors=[{"message": exc.message, "code": exc.reason}])
         for secret in target.credentials.secrets():
             masker.add(secret)
