@@ -59,11 +59,13 @@ class Stream:
         self.comments: list[str] = []
         self.retry: str | None = None
 
-    def next(self) -> dict[str, str] | None:
-        """The next message as {"id"?, "event", "data"}; None when the server ended the stream."""
+    def next(self, deadline: float | None = None) -> dict[str, str] | None:
+        """The next message as {"id"?, "event", "data"}; None when the server ended the stream.
+        With a `deadline` (time.monotonic), heartbeats alone cannot keep it waiting past it."""
         fields: dict[str, str] = {}
         data: list[str] = []
         for line in self._lines:
+            assert deadline is None or time.monotonic() < deadline, "the stream is still open"
             if line == "":
                 if data:
                     return {**fields, "data": "\n".join(data)}
@@ -214,6 +216,24 @@ def test_a_scoped_api_client_sees_only_its_servers_events(server: support.LiveSe
     )
     assert refused.status_code == 404, refused.text
     assert refused.json()["reason"] == "server_not_found"
+
+
+def test_a_stream_ends_when_its_api_client_is_revoked(server: support.LiveServer) -> None:
+    with server.admin() as admin:
+        client = admin.post(
+            "/v1/api-clients", json={"name": f"gone-{uuid.uuid4().hex[:8]}", "role": "observer"}
+        )
+        assert client.status_code == 201, client.text
+        with stream(server, "/v1/events/stream", key=client.json()["token"]) as watched:
+            watched.until_live()
+            assert admin.delete(f"/v1/api-clients/{client.json()['id']}").status_code == 200
+            deadline = time.monotonic() + READ_TIMEOUT
+            while (message := watched.next(deadline)) is not None:  # events may come until the check
+                assert message.get("event") != "stream.lagging"
+    again = httpx.get(
+        f"{server.url}/v1/events/stream", headers={"X-Api-Key": client.json()["token"]}, timeout=READ_TIMEOUT
+    )
+    assert again.status_code == 401, again.text
 
 
 async def _write_burst(database_url: str, server_id: str, count: int) -> None:

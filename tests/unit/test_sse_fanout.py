@@ -256,6 +256,37 @@ async def test_events_both_in_the_backlog_and_queued_live_are_sent_once(
     await stream.aclose()
 
 
+async def test_a_live_stream_ends_once_its_credential_no_longer_holds(
+    log_and_fanout: tuple[FakeLog, EventFanout],
+) -> None:
+    log, fanout = log_and_fanout
+    fanout.recheck_interval = 0.01
+    allowed = True
+    checks = 0
+
+    async def still_allowed() -> bool:
+        nonlocal checks
+        checks += 1
+        return allowed
+
+    stream = fanout.stream(EventFilter(), after=0, still_allowed=still_allowed)
+    await next_frame(stream)
+    pending = asyncio.ensure_future(next_frame(stream))
+    for _ in range(500):  # checked again and again while allowed: the stream stays open
+        if checks >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert checks >= 3
+    assert not pending.done()
+    log.append("order.created")
+    fanout.wake()
+    assert (await asyncio.wait_for(pending, STEP))["id"] == "1"
+    allowed = False
+    with pytest.raises(StopAsyncIteration):
+        await next_frame(stream)
+    assert fanout.subscribers == 0
+
+
 def test_kind_prefixes_match_whole_dotted_parts() -> None:
     only = EventFilter(kinds=("order.", "runner.offline"))
     assert only.matches(FakeEvent(1, "order.created"))

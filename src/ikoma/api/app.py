@@ -57,6 +57,7 @@ def create_app(
         queue_size=settings.sse_queue_size,
         doorbell=NEW_EVENTS,
         signalled=lambda: ctx.broadcast.reliable,
+        recheck_interval=settings.sse_heartbeat_seconds,  # a stream's credential, checked again
     )
     # events committed by the other replicas (their flush NOTIFYs `ikoma_events`; None: messages may
     # have been lost) ring this process's readers too

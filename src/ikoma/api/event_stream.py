@@ -8,8 +8,9 @@ A client that goes away frees its subscription at once (sse-starlette watches fo
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
@@ -19,8 +20,10 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
-from ikoma.domain.errors import Invalid, NotFound
-from ikoma.services import logs, orders
+from ikoma.api.policy import presented_credential
+from ikoma.bootstrap import Context
+from ikoma.domain.errors import Invalid, NotFound, Unauthorized
+from ikoma.services import api_clients, logs, orders
 from ikoma.services.event_fanout import EventFanout, EventFilter, frame, retry_frame
 from ikoma.services.identity import Principal
 
@@ -68,6 +71,31 @@ class EventStreamResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             log.info("sse_send_timeout", path=scope["path"], seconds=SEND_TIMEOUT_SECONDS)
+
+
+def credential_check(ctx: Context, request: Request) -> Callable[[], Awaitable[bool]]:
+    """Whether the credential that opened a stream still holds (not revoked, expired or rotated away).
+
+    A long-lived stream must not outlive its credential: the fan-out asks this every heartbeat. A
+    database outage is no revocation: the stream goes on.
+    """
+    presented = presented_credential(request.scope) or ""
+
+    async def still_allowed() -> bool:
+        try:
+            ctx.keyring.verify(presented)
+            return True
+        except Unauthorized:
+            pass
+        try:
+            await api_clients.authenticate(ctx.db, presented)
+        except Unauthorized:
+            return False
+        except Exception as exc:
+            log.warning("sse_credential_check_failed", error=type(exc).__name__)
+        return True
+
+    return still_allowed
 
 
 def fanout_of(request: Request) -> EventFanout:
@@ -132,7 +160,7 @@ async def stream_events(
         order_id=str(order_id) if order_id else None,
     )
     start = resume_point(last_event_id, after)
-    stream = fanout_of(request).stream(only, start)
+    stream = fanout_of(request).stream(only, start, still_allowed=credential_check(ctx, request))
     return EventStreamResponse(stream, heartbeat=ctx.settings.sse_heartbeat_seconds)
 
 
@@ -159,15 +187,33 @@ async def stream_order_logs(
     resumed = resume_point(last_event_id, None)
     fanout = fanout_of(request)
     return EventStreamResponse(
-        _log_frames(ctx, fanout, str(order_id), after_seq if resumed is None else resumed),
+        _log_frames(
+            ctx,
+            fanout,
+            str(order_id),
+            after_seq if resumed is None else resumed,
+            credential_check(ctx, request),
+        ),
         heartbeat=ctx.settings.sse_heartbeat_seconds,
     )
 
 
-async def _log_frames(ctx: Any, fanout: EventFanout, order_id: str, after_seq: int) -> AsyncIterator[bytes]:
+async def _log_frames(
+    ctx: Context,
+    fanout: EventFanout,
+    order_id: str,
+    after_seq: int,
+    still_allowed: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
     yield retry_frame()
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     with fanout.track():
         while True:
+            if loop.time() - checked >= fanout.recheck_interval:
+                if not await still_allowed():
+                    return
+                checked = loop.time()
             # held until new chunks arrive or the order ends (wake-ups on the order's log key, 1 s poll)
             page = await logs.read_logs(
                 ctx.db,
@@ -175,7 +221,7 @@ async def _log_frames(ctx: Any, fanout: EventFanout, order_id: str, after_seq: i
                 order_id=order_id,
                 after_seq=after_seq,
                 limit=LOG_PAGE,
-                wait=logs.MAX_WAIT_SECONDS,
+                wait=min(logs.MAX_WAIT_SECONDS, fanout.recheck_interval),
             )
             for chunk in page["items"]:
                 after_seq = int(chunk["seq"])

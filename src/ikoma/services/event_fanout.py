@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ log = structlog.get_logger("ikoma.events.fanout")
 PAGE = 500  # events per read, for the shared reader and for a subscriber's backlog
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_POLL_SECONDS = 1.0
+DEFAULT_RECHECK_SECONDS = 15.0  # how often a live subscriber's credential is checked again
 # while other processes' commits reach us as signals (services/broadcast.py), the poll is a safety net
 SAFETY_POLL_SECONDS = 5.0
 RETRY_MS = 3000  # the `retry:` hint: how long an EventSource waits before it reconnects
@@ -161,6 +162,7 @@ class Subscription:
     only: EventFilter
     size: int
     lagging: bool = False
+    _due: bool = False  # time to check the subscriber's credential again
     _queue: deque[Delivery] = field(default_factory=deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -178,11 +180,19 @@ class Subscription:
         self._queue.clear()
         self.lagging = False
 
+    def tick(self) -> None:
+        self._due = True
+        self._ready.set()
+
     async def next(self) -> list[Delivery] | None:
-        """Every queued event (at least one), oldest first; None once drained after an overflow."""
+        """Every queued event, oldest first; [] when a credential check is due; None once drained
+        after an overflow."""
         while not self._queue:
             if self.lagging:
                 return None
+            if self._due:
+                self._due = False
+                return []
             self._ready.clear()
             await self._ready.wait()
         taken = list(self._queue)
@@ -200,12 +210,14 @@ class EventFanout:
         poll_interval: float = DEFAULT_POLL_SECONDS,
         signalled: Callable[[], bool] | None = None,
         doorbell: events.Doorbell | None = None,
+        recheck_interval: float = DEFAULT_RECHECK_SECONDS,
     ) -> None:
         self.source = source
         self.doorbell = doorbell
         self.queue_size = queue_size
         self.poll_interval = poll_interval
         self.signalled = signalled
+        self.recheck_interval = recheck_interval
         # subscribers by filter: an event is matched once per distinct filter, not once per subscriber
         self._groups: dict[EventFilter, set[Subscription]] = {}
         self._count = 0
@@ -234,6 +246,7 @@ class EventFanout:
         if self._tasks:
             return
         self._tasks.append(asyncio.create_task(self._run(), name="event-fanout"))
+        self._tasks.append(asyncio.create_task(self._tick(), name="event-fanout-recheck"))
         if self.doorbell is not None:
             self._tasks.append(asyncio.create_task(self._forward(self.doorbell), name="event-doorbell"))
 
@@ -283,7 +296,13 @@ class EventFanout:
             if not group:
                 del self._groups[only]
 
-    async def stream(self, only: EventFilter, after: int | None) -> AsyncIterator[bytes]:
+    async def stream(
+        self,
+        only: EventFilter,
+        after: int | None,
+        *,
+        still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[bytes]:
         """SSE frames: the `retry:` hint, the backlog after `after` (None: live events only), a `: live`
         comment, then live events; ends with a `stream.lagging` frame if the subscriber falls too far
         behind. The `retry:` hint comes once the subscription is in place, and `: live` once the backlog
@@ -307,6 +326,11 @@ class EventFanout:
                     log.info("sse_lagging", last_event_id=last, queue_size=self.queue_size)
                     yield lagging_frame(last)
                     return
+                if not taken:  # a revoked or expired credential ends the stream (reconnecting: 401)
+                    if still_allowed is not None and not await still_allowed():
+                        log.info("sse_credential_gone", last_event_id=last)
+                        return
+                    continue
                 # what queued up while this client was being written to goes out in one write
                 fresh = [d for d in taken if d.id > last]
                 if fresh:
@@ -325,6 +349,14 @@ class EventFanout:
                     log.warning("event_fanout_read_failed", error=type(exc).__name__, detail=str(exc)[:200])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._signal.wait(), timeout)
+
+    async def _tick(self) -> None:
+        """Every `recheck_interval`, each live subscriber checks its credential again."""
+        while True:
+            await asyncio.sleep(self.recheck_interval)
+            for group in self._groups.values():
+                for subscription in group:
+                    subscription.tick()
 
     def _poll_timeout(self) -> float:
         if self.signalled is not None and self.signalled():
