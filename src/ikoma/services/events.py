@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, func, insert, or_, select, text
 
 from ikoma.storage.database import Tx
@@ -49,9 +50,22 @@ _INSERT = insert(events).values(
     actor=bindparam("p_actor"),
     data=bindparam("p_data", type_=events.c.data.type),
 )
-# the lock and the notification in one round trip; NOTIFY is only delivered if the transaction commits
-# (payload `<origin>:<payload>` as services/broadcast.py sends them; no process has the origin `outbox`)
-_LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock({EVENTS_LOCK}), pg_notify('{CHANNEL}', 'outbox:')")
+# PostgreSQL: the lock, the notification and the insert in one statement, one round trip, so the lock
+# is held for as little as the commit allows. Every row comes out of the join with `guard`, so the lock
+# is taken before the first id is drawn; ORDER BY n draws them in publish order. NOTIFY is delivered
+# only if the transaction commits (payload `<origin>:<payload>` as services/broadcast.py sends them; no
+# process has the origin `outbox`).
+_GUARDED_INSERT = text(
+    "INSERT INTO events (kind, topic, server_id, order_id, runner_id, actor, data) "
+    "SELECT v.kind, v.topic, COALESCE(v.server_id::uuid, "
+    "(SELECT o.server_id FROM orders o WHERE o.id = v.order_id::uuid)), "
+    "v.order_id::uuid, v.runner_id::uuid, v.actor, v.data::jsonb "
+    "FROM (SELECT pg_advisory_xact_lock(:lock), pg_notify(:channel, 'outbox:')) AS guard, "
+    "unnest(CAST(:kinds AS text[]), CAST(:topics AS text[]), CAST(:servers AS text[]), "
+    "CAST(:orders AS text[]), CAST(:runners AS text[]), CAST(:actors AS text[]), CAST(:datas AS text[])) "
+    "WITH ORDINALITY AS v(kind, topic, server_id, order_id, runner_id, actor, data, n) "
+    "ORDER BY v.n"
+)
 
 _pending: weakref.WeakKeyDictionary[Tx, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
 
@@ -158,8 +172,22 @@ async def _flush(tx: Tx) -> None:
     if not rows:
         return
     if tx.dialect == "postgresql":
-        await tx.execute(_LOCK_AND_NOTIFY)
-    await tx.execute(_INSERT, rows if len(rows) > 1 else rows[0])
+        await tx.execute(
+            _GUARDED_INSERT,
+            {
+                "lock": EVENTS_LOCK,
+                "channel": CHANNEL,
+                "kinds": [r["p_kind"] for r in rows],
+                "topics": [r["p_topic"] for r in rows],
+                "servers": [r["p_server_id"] for r in rows],
+                "orders": [r["p_order_id"] for r in rows],
+                "runners": [r["p_runner_id"] for r in rows],
+                "actors": [r["p_actor"] for r in rows],
+                "datas": [orjson.dumps(r["p_data"]).decode() for r in rows],
+            },
+        )
+    else:  # SQLite: one writer at a time already
+        await tx.execute(_INSERT, rows if len(rows) > 1 else rows[0])
     tx.after_commit(NEW_EVENTS.ring)
 
 
