@@ -30,7 +30,7 @@ from ikoma.services.wakeups import Wakeups
 from ikoma.ssh import credentials, hostkeys
 from ikoma.ssh.executor import SshExecutor
 from ikoma.storage.database import Database
-from ikoma.storage.tables import machine_hardware, machine_state, server_credentials
+from ikoma.storage.tables import machine_hardware, machine_state, order_logs, server_credentials
 from tests import sshd as sshd_support
 from tests.integration.helpers import fetch_order, make_order
 from tests.integration.state_helpers import RETENTION
@@ -337,3 +337,36 @@ async def test_credentials_are_sealed_bound_to_their_row_and_survive_rotation(
             database, only_new, server_id, connect_timeout=20, actor="admin"
         )
         assert answer["reason"] == "credentials_undecryptable"
+
+
+async def test_an_order_past_its_timeout_ends_timeout_and_its_remote_process_is_killed(
+    database: Database, vault: Vault, running: Running, sshd: sshd_support.Sshd
+) -> None:
+    server = await servers.create_server(database, ssh_fields(sshd, "timeout"), vault=vault)
+    marker = f"ikoma-timeout-{server['id'][:8]}"
+    ended = await order_and_wait(
+        database,
+        running,
+        server["id"],
+        "shell.exec",
+        params={"argv": ["sh", "-c", f"sleep 300; true {marker}"]},
+        timeout_seconds=3,
+        max_attempts=1,
+    )
+    assert ended["status"] == "TIMEOUT"
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0
+
+
+async def test_apt_runs_with_the_machines_proxy_in_proxy_mode(
+    database: Database, vault: Vault, running: Running, sshd: sshd_support.Sshd
+) -> None:
+    proxy = "http://127.0.0.1:3142"
+    fields = ssh_fields(sshd, "proxied", apt_proxy_mode="proxy", apt_proxy_url=proxy)
+    server = await servers.create_server(database, fields, vault=vault)
+    done = await order_and_wait(database, running, server["id"], "apt.analyze")
+    assert done["status"] == "SUCCEEDED", done["report"]
+    async with database.read() as tx:
+        text = "".join(
+            (await tx.execute(select(order_logs.c.data).where(order_logs.c.order_id == done["id"]))).scalars()
+        )
+    assert f"Acquire::http::Proxy={proxy}" in text
