@@ -9,8 +9,9 @@ A client that goes away frees its subscription at once (sse-starlette watches fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
@@ -20,6 +21,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
+from ikoma.api.errors import short_error
 from ikoma.api.policy import presented_credential
 from ikoma.bootstrap import Context
 from ikoma.domain.errors import Invalid, NotFound, Unauthorized
@@ -56,9 +58,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class EventStreamResponse(EventSourceResponse):
     """An SSE answer whose heartbeat is a comment line, and whose stalled peer is dropped quietly."""
 
-    def __init__(self, content: AsyncIterator[bytes], *, heartbeat: float) -> None:
+    def __init__(self, content: AsyncGenerator[bytes, None], *, heartbeat: float) -> None:
         super().__init__(
-            content,
+            ended_quietly(content),
             ping=heartbeat,
             sep="\n",
             ping_message_factory=lambda: ServerSentEvent(comment="heartbeat", sep="\n"),
@@ -96,6 +98,17 @@ def credential_check(ctx: Context, request: Request) -> Callable[[], Awaitable[b
         return True
 
     return still_allowed
+
+
+async def ended_quietly(frames: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """The frames; a failure while streaming (the database away) ends the stream with one log line,
+    not a traceback: the client reconnects with its Last-Event-ID and misses nothing."""
+    async with contextlib.aclosing(frames):
+        try:
+            async for chunk in frames:
+                yield chunk
+        except Exception as exc:
+            log.warning("sse_stream_failed", error=type(exc).__name__, detail=short_error(exc))
 
 
 def fanout_of(request: Request) -> EventFanout:
@@ -204,7 +217,7 @@ async def _log_frames(
     order_id: str,
     after_seq: int,
     still_allowed: Callable[[], Awaitable[bool]],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     yield retry_frame()
     loop = asyncio.get_running_loop()
     checked = loop.time()

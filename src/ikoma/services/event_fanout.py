@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -302,7 +302,7 @@ class EventFanout:
         after: int | None,
         *,
         still_allowed: Callable[[], Awaitable[bool]] | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """SSE frames: the `retry:` hint, the backlog after `after` (None: live events only), a `: live`
         comment, then live events; ends with a `stream.lagging` frame if the subscriber falls too far
         behind. The `retry:` hint comes once the subscription is in place, and `: live` once the backlog
