@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +21,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from ikoma.cli.main import app
+from tests import processes, support
 from tests import sshd as sshd_support
-from tests import support
 
 pytestmark = [pytest.mark.e2e]
 
@@ -165,3 +166,33 @@ def test_an_operator_adds_a_machine_over_ssh_tests_it_and_runs_playbooks_without
     for where, text in everywhere.items():
         for secret in secrets:
             assert secret.encode() not in text, f"a credential is in the {where}"
+
+
+@pytest.mark.parametrize("backend", support.BACKENDS)
+def test_the_ssh_executor_runs_as_a_process_of_its_own_when_the_api_leaves_ssh_servers_to_it(
+    backend: str, sshd: sshd_support.Sshd, tmp_path: Path
+) -> None:
+    with support.running_server(backend, tmp_path, extra_env={"IKOMA_SSH_EXECUTOR": "false"}) as api:
+        with api.admin() as admin:
+            made = admin.post(
+                "/v1/servers",
+                json={
+                    "name": unique("apart"),
+                    "hostname": "127.0.0.1",
+                    "port": sshd.port,
+                    "connectionMode": "ssh",
+                    "sshUsername": sshd_support.USER,
+                    "sshPassword": sshd_support.PASSWORD,
+                },
+            )
+        assert made.status_code == 201, made.text
+        env = {**api.env, "IKOMA_LOG_LEVEL": "info"}
+        log_path = tmp_path / "ssh-executor.log"
+        executor = processes.spawn(
+            [sys.executable, "-m", "ikoma", "ssh-executor"], env=env, log_path=log_path
+        )
+        try:
+            done = run_order(api, made.json()["id"], "system.test_ping", {"message": "apart"})
+            assert done["status"] == "SUCCEEDED", processes.read_tail(log_path)
+        finally:
+            processes.stop(executor)

@@ -16,6 +16,7 @@ from ikoma.cli import events as events_cli
 from ikoma.cli import keys as keys_cli
 from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
+from ikoma.cli import ssh_executor as ssh_executor_cli
 from ikoma.cli import state as state_cli
 from ikoma.cli import tools as tools_cli
 from ikoma.cli import webhooks as webhooks_cli
@@ -26,6 +27,7 @@ db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(servers.app, name="servers")
 app.add_typer(keys_cli.app, name="keys")
+app.add_typer(ssh_executor_cli.app, name="ssh-executor")
 app.add_typer(runners.app, name="runners")
 app.add_typer(api_clients.app, name="api-clients")
 app.add_typer(playbooks.app, name="playbooks")
