@@ -124,12 +124,14 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
             polls_answered = polls[0] - polls_before
             rss = rss_mb(server.proc.pid) if server.proc is not None else None
             latencies: list[float] = []
+            creates: list[float] = []
             for probe in range(args.probes):
                 target = runners[(probe * 7919) % len(runners)]
                 future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
                 sent = time.monotonic()
                 body = {"serverId": target.server_id, "playbookKey": PLAYBOOK_KEY}
                 order = expect(await post_json(admin, "/orders", body), 201, "POST /orders")["order"]
+                creates.append(time.monotonic() - sent)
                 answers[order["id"]] = future
                 with contextlib.suppress(TimeoutError):
                     latencies.append(await asyncio.wait_for(future, timeout=LONG_POLL_S + 5) - sent)
@@ -146,6 +148,7 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
         "serverRssMb": rss,
         "pollsAnsweredPerSecond": round(polls_answered / args.seconds, 1),
         "createToClaim": latency_summary(sorted(latencies), (50, 99), with_max=True),
+        "createAnswered": latency_summary(sorted(creates), (50, 99), with_max=True),
         "probesAnswered": f"{len(latencies)}/{args.probes}",
     }
 
