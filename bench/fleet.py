@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import os
 import secrets
 import sys
@@ -208,12 +209,13 @@ async def run(server: ServerProcess, args: argparse.Namespace, report: dict[str,
                 break
             result = await step(server, fleet, report, args, workers)
             steps.append(result)
-            if not result["holds"]:
+            if not result["holds"] and not args.keep_going:
                 stopped = f"step {size} does not hold"
                 break
     finally:
         workers.shutdown()
-    held = [s["runners"] for s in steps if s["holds"]]
+    # the largest N below which every step held
+    held = [s["runners"] for s in itertools.takewhile(lambda s: s["holds"], steps)]
     return {
         "largestHeld": max(held) if held else None,
         "stopped": stopped,
@@ -232,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-poll", type=float, default=30.0, help="claim-next wait (s)")
     parser.add_argument("--processes", type=int, default=2, help="worker processes for the runners")
     parser.add_argument("--budget", type=float, default=1200.0, help="stop stepping after this (s)")
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run the next steps after one that does not hold (the trend)",
+    )
     args = parser.parse_args(argv)
     try:
         args.steps = [int(s) for s in args.steps.split(",") if s.strip()]
