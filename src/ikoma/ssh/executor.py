@@ -137,11 +137,15 @@ class SshExecutor:
     async def _presence(self, current: set[SshServer]) -> None:
         """The ssh runners are alive while the executor is: their heartbeat says so (runner online)."""
         caps = capabilities()
-        for server in current:
-            identity = RunnerIdentity(server.runner_id, server.server_id)
-            await self.dispatcher.record_heartbeat(
-                identity, version=f"ssh-executor/{RUNNER_VERSION}", hostname=None, capabilities=caps
-            )
+        async with self.db.write() as tx:  # one transaction for all: a beat per server is one UPDATE
+            for server in current:
+                await self.dispatcher.record_heartbeat(
+                    RunnerIdentity(server.runner_id, server.server_id),
+                    version=f"ssh-executor/{RUNNER_VERSION}",
+                    hostname=None,
+                    capabilities=caps,
+                    tx=tx,
+                )
 
     async def _claim_loop(self, server: SshServer) -> None:
         identity = RunnerIdentity(server.runner_id, server.server_id)
