@@ -36,6 +36,7 @@ import orjson
 
 import loadgen
 from dispatch import (
+    ServerProcess,
     Tally,
     admin_client,
     create_orders,
@@ -95,41 +96,42 @@ def summarise(collapsed: str, top: int) -> dict[str, Any]:
     }
 
 
-async def drain_under_profiler(args: argparse.Namespace, py_spy: str, out: Path) -> dict[str, Any]:
-    with ikoma_server(args.backend) as server:
-        workers = loadgen.pool(2)
-        try:
-            async with admin_client(server.base_url, server.admin_key, connections=16) as admin:
-                runners = await setup_fleet(admin, 8)
-                created = await create_orders(admin, runners, args.orders, Tally())
-            if server.proc is None:
-                raise RuntimeError("the server did not start")
-            argv = [py_spy, "record", "--pid", str(server.proc.pid), "--rate", str(SAMPLE_RATE)]
-            profiler = await asyncio.create_subprocess_exec(
-                *argv,
-                "--format",
-                "raw",
-                "--output",
-                str(out),
-                "--nonblocking",
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            await asyncio.sleep(1.0)  # py-spy attaches
-            log(f"profile: draining {len(created)} orders under py-spy")
-            target = loadgen.Target(server.base_url)
-            start_at = time.monotonic() + 0.2
-            parts = await in_workers(
-                workers,
-                [
-                    functools.partial(loadgen.drain, target, g, len(created), start_at, start_at + 600)
-                    for g in split(runner_tuples(runners), 2)
-                ],
-            )
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its output and exits
-            _, err = await asyncio.wait_for(profiler.communicate(), timeout=60)
-        finally:
-            workers.shutdown()
+async def drain_under_profiler(
+    server: ServerProcess, args: argparse.Namespace, py_spy: str, out: Path
+) -> dict[str, Any]:
+    workers = loadgen.pool(2)
+    try:
+        async with admin_client(server.base_url, server.admin_key, connections=16) as admin:
+            runners = await setup_fleet(admin, 8)
+            created = await create_orders(admin, runners, args.orders, Tally())
+        if server.proc is None:
+            raise RuntimeError("the server did not start")
+        argv = [py_spy, "record", "--pid", str(server.proc.pid), "--rate", str(SAMPLE_RATE)]
+        profiler = await asyncio.create_subprocess_exec(
+            *argv,
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await asyncio.sleep(1.0)  # py-spy attaches
+        log(f"profile: draining {len(created)} orders under py-spy")
+        target = loadgen.Target(server.base_url)
+        start_at = time.monotonic() + 0.2
+        parts = await in_workers(
+            workers,
+            [
+                functools.partial(loadgen.drain, target, g, len(created), start_at, start_at + 600)
+                for g in split(runner_tuples(runners), 2)
+            ],
+        )
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+        _, err = await asyncio.wait_for(profiler.communicate(), timeout=60)
+    finally:
+        workers.shutdown()
     return {
         "orders": len(created),
         "completed": sum(len(p["completed"]) for p in parts),
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("py-spy is not installed: .venv/bin/pip install py-spy")
     with tempfile.TemporaryDirectory(prefix="ikoma-profile-") as tmp:
         out = Path(tmp) / "stacks.txt"
-        drained = asyncio.run(drain_under_profiler(args, py_spy, out))
+        with ikoma_server(args.backend) as server:  # sync: it may create a PostgreSQL database
+            drained = asyncio.run(drain_under_profiler(server, args, py_spy, out))
         if not out.exists():
             raise SystemExit(f"py-spy wrote nothing: {drained['pySpy']}")
         del drained["pySpy"]
