@@ -16,9 +16,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Security
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
 from ikoma.api.errors import short_error
@@ -33,8 +31,6 @@ log = structlog.get_logger("ikoma.sse")
 
 router = APIRouter(prefix="/v1", dependencies=[Security(admin_key_header)])
 
-# a peer that takes no bytes for this long is gone (or stuck): its stream is closed and freed
-SEND_TIMEOUT_SECONDS = 60.0
 LOG_PAGE = 1000
 LOG_END = "end"
 MAX_KINDS = 20
@@ -55,24 +51,18 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class EventStreamResponse(EventSourceResponse):
-    """An SSE answer whose heartbeat is a comment line, and whose stalled peer is dropped quietly."""
+class EventStreamDoc(Response):
+    """The SSE routes' answer as the OpenAPI document shows it; the answer itself is built by
+    `stream_response` (sse-starlette, imported on the first stream: it imports uvicorn, which importing
+    the API must not, tests/unit/test_api_import.py)."""
 
-    def __init__(self, content: AsyncGenerator[bytes, None], *, heartbeat: float) -> None:
-        super().__init__(
-            ended_quietly(content),
-            ping=heartbeat,
-            sep="\n",
-            ping_message_factory=lambda: ServerSentEvent(comment="heartbeat", sep="\n"),
-            send_timeout=SEND_TIMEOUT_SECONDS,
-            headers={"Cache-Control": "no-cache"},
-        )
+    media_type = "text/event-stream"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            log.info("sse_send_timeout", path=scope["path"], seconds=SEND_TIMEOUT_SECONDS)
+
+def stream_response(content: AsyncGenerator[bytes, None], *, heartbeat: float) -> Response:
+    from ikoma.api.sse_response import EventStreamResponse
+
+    return EventStreamResponse(ended_quietly(content), heartbeat=heartbeat)
 
 
 def credential_check(ctx: Context, request: Request) -> Callable[[], Awaitable[bool]]:
@@ -147,8 +137,12 @@ LastEventId = Annotated[
 
 @router.get(
     "/events/stream",
-    response_class=EventSourceResponse,
-    responses={**ERRORS, 200: {"description": STREAM_DOC, "content": {"text/event-stream": {}}}},
+    response_class=EventStreamDoc,
+    responses={
+        **ERRORS,
+        200: {"description": STREAM_DOC, "content": {"text/event-stream": {}}},
+        404: {"description": "`serverId` is not a server this caller may see (`server_not_found`)"},
+    },
 )
 async def stream_events(
     request: Request,
@@ -164,7 +158,7 @@ async def stream_events(
     server_id: Annotated[uuid.UUID | None, Query(alias="serverId")] = None,
     order_id: Annotated[uuid.UUID | None, Query(alias="orderId")] = None,
     last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+) -> Response:
     """The event log live: the backlog after `Last-Event-ID` (or `after`), then new events as they are
     written. Without either, only events from now on. Same filters and visibility as `GET /v1/events`."""
     only = EventFilter(
@@ -174,12 +168,12 @@ async def stream_events(
     )
     start = resume_point(last_event_id, after)
     stream = fanout_of(request).stream(only, start, still_allowed=credential_check(ctx, request))
-    return EventStreamResponse(stream, heartbeat=ctx.settings.sse_heartbeat_seconds)
+    return stream_response(stream, heartbeat=ctx.settings.sse_heartbeat_seconds)
 
 
 @router.get(
     "/orders/{order_id}/logs/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStreamDoc,
     responses={**ERRORS, 200: {"description": LOG_STREAM_DOC, "content": {"text/event-stream": {}}}},
 )
 async def stream_order_logs(
@@ -191,7 +185,7 @@ async def stream_order_logs(
         int, Query(alias="afterSeq", ge=-1, le=MAX_LAST_EVENT_ID, description="Chunks after this seq")
     ] = -1,
     last_event_id: LastEventId = None,
-) -> EventSourceResponse:
+) -> Response:
     """An order's log live: the chunks stored so far, then new ones as the runner sends them; ends with
     an `end` event once the order is terminal. `Last-Event-ID` is the last seq received."""
     order = await orders.get_order(ctx.db, str(order_id))
@@ -199,7 +193,7 @@ async def stream_order_logs(
         raise NotFound("no order with this id", reason="order_not_found", orderId=str(order_id))
     resumed = resume_point(last_event_id, None)
     fanout = fanout_of(request)
-    return EventStreamResponse(
+    return stream_response(
         _log_frames(
             ctx,
             fanout,
