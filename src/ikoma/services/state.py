@@ -62,6 +62,20 @@ _SAVE_STATE = Prepared(update(machine_state).where(machine_state.c.server_id == 
 _INSERT_METRICS = Prepared(insert(machine_metrics))
 
 
+def _upsert_hardware(dialect: Any) -> Prepared:
+    """The server's one hardware row, inserted or replaced in one statement (was a DELETE and an INSERT)."""
+    statement = dialect.insert(machine_hardware)
+    columns = {c.name: statement.excluded[c.name] for c in machine_hardware.c if c.name != "server_id"}
+    return Prepared(statement.on_conflict_do_update(index_elements=["server_id"], set_=columns))
+
+
+_SAVE_HARDWARE = {"postgresql": _upsert_hardware(postgresql), "sqlite": _upsert_hardware(sqlite)}
+# the columns given are the inventory columns the facts found (see inventory_fields)
+_SAVE_INVENTORY = Prepared(
+    update(servers).where(servers.c.id == bindparam("p_server_id")).values(updated_at=db_now())
+)
+
+
 def snapshot_of(row: Any) -> Snapshot:
     return Snapshot(
         id=int(row.id),
@@ -111,13 +125,10 @@ async def save_hardware(tx: Tx, server_id: str, snap: Snapshot) -> None:
     row = hardware(snap)
     if row is None:
         return
-    await tx.execute(delete(machine_hardware).where(machine_hardware.c.server_id == server_id))
-    await tx.execute(insert(machine_hardware).values(server_id=server_id, **row))
+    await tx.execute(_SAVE_HARDWARE[tx.dialect], {**row, "server_id": server_id})
     discovered = inventory_fields(row)
     if discovered:
-        await tx.execute(
-            update(servers).where(servers.c.id == server_id).values(**discovered, updated_at=db_now())
-        )
+        await tx.execute(_SAVE_INVENTORY, {**discovered, "p_server_id": server_id})
 
 
 def inventory_fields(hardware_row: dict[str, Any]) -> dict[str, str]:
