@@ -25,6 +25,7 @@ import secrets
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,60 @@ async def poll_forever(
             raise RuntimeError(f"claim-next answered {resp.status_code}: {resp.text[:200]}")
 
 
+async def seed_fleet(database_url: str, count: int) -> list[Runner]:
+    """`count` servers each with its own runner, written straight into the database (seconds, where
+    registering 10,000 over the audited admin API takes many minutes on a busy machine)."""
+    from sqlalchemy import insert
+
+    from ikoma.domain import tokens
+    from ikoma.storage.database import Database
+    from ikoma.storage.tables import runners as runners_table
+    from ikoma.storage.tables import servers as servers_table
+
+    tag = secrets.token_hex(3)
+    fleet: list[Runner] = []
+    runner_rows: list[dict[str, Any]] = []
+    server_rows: list[dict[str, Any]] = []
+    for i in range(count):
+        issued = tokens.issue("ikr")
+        runner_id, server_id = str(uuid.uuid4()), str(uuid.uuid4())
+        runner_rows.append(
+            {
+                "id": runner_id,
+                "name": f"idle-runner-{tag}-{i}",
+                "token_hash": issued.hash,
+                "token_prefix": issued.prefix,
+                "capabilities": [],
+            }
+        )
+        server_rows.append(
+            {
+                "id": server_id,
+                "name": f"idle-{tag}-{i}",
+                "hostname": f"idle-{i}.invalid",
+                "port": 22,
+                "labels": {},
+                "os_family": "debian",
+                "runner_id": runner_id,
+            }
+        )
+        fleet.append(Runner(id=runner_id, token=issued.secret, server_id=server_id))
+    db = Database(database_url)
+    try:
+        async with db.write() as tx:
+            await tx.execute(insert(runners_table), runner_rows)
+            await tx.execute(insert(servers_table), server_rows)
+    finally:
+        await db.dispose()
+    return fleet
+
+
 async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, Any]:
     async with admin_client(server.base_url, server.admin_key, connections=16) as admin:
-        log(f"idle: registering {args.runners} runners")
+        log(f"idle: registering {args.runners} runners ({args.register})")
         runners: list[Runner] = []
+        if args.register == "seed":
+            runners = await seed_fleet(server.database_url, args.runners)
         while len(runners) < args.runners:  # 16 registrations at a time, in slices so progress shows
             slice_size = min(800, args.runners - len(runners))
             parts = [slice_size // 16 + (1 if i < slice_size % 16 else 0) for i in range(16)]
@@ -159,6 +210,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--register",
+        choices=["seed", "api"],
+        default="seed",
+        help="runners written straight into the database (fast) or registered over the admin API",
+    )
     args = parser.parse_args()
     if not 1 <= args.runners <= 20_000 or not 1 <= args.seconds <= 300 or not 0 <= args.probes <= 200:
         parser.error("--runners 1..20000, --seconds 1..300, --probes 0..200")
