@@ -5,8 +5,7 @@ purpose: it is an in-process library whose statements take microseconds, so IKOM
 connection inline on the event loop, one transaction at a time under an asyncio lock. That avoids the
 thread hop per statement of aiosqlite (measured in docs/performance.md) and makes writers queue in
 process instead of spinning on SQLite's busy lock. Writes open with BEGIN IMMEDIATE so a transaction
-that reads then writes can never be refused half-way, and the writes of one event-loop turn commit
-together (storage/group_commit.py).
+that reads then writes can never be refused half-way.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql import Executable
 
-from ikoma.storage.group_commit import GroupCommit
 from ikoma.storage.prepared import Prepared
 from ikoma.storage.urls import Dialect, dialect_of, driver_url
 
@@ -91,7 +89,6 @@ class Database:
         self._sync_conn: Connection | None = None
         self._async_engine: AsyncEngine | None = None
         self._lock = asyncio.Lock()
-        self._writes = GroupCommit(self._lock, self._sqlite_conn)
         if self.dialect == "sqlite":
             self._sync_engine = create_sqlite_engine(url)
         else:
@@ -127,9 +124,19 @@ class Database:
                     await tx._committing()
             tx._committed()
             return
-        # SQLite: the writes of one event-loop turn share a transaction and one commit (group_commit.py)
-        async with self._writes.write(lambda conn: Tx(conn, self.dialect)) as tx:
-            yield tx
+        async with self._lock:
+            sqlite = self._sqlite_conn()
+            sqlite.exec_driver_sql("BEGIN IMMEDIATE")
+            tx = Tx(sqlite, self.dialect)
+            try:
+                yield tx
+                if tx._before_commit:
+                    await tx._committing()
+            except BaseException:
+                sqlite.rollback()
+                raise
+            sqlite.commit()
+        tx._committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
@@ -140,7 +147,6 @@ class Database:
                 await conn.rollback()
             return
         async with self._lock:
-            self._writes.flush()  # a reader sees committed work only: the open write group commits first
             sqlite = self._sqlite_conn()
             sqlite.exec_driver_sql("BEGIN")
             try:
@@ -150,8 +156,6 @@ class Database:
 
     async def dispose(self) -> None:
         if self._sync_conn is not None:
-            async with self._lock:
-                self._writes.flush()
             self._sync_conn.close()
             self._sync_conn = None
         if self._sync_engine is not None:

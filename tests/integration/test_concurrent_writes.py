@@ -1,4 +1,4 @@
-"""Concurrent writes (one commit for a group of them on SQLite) keep each write's own outcome."""
+"""Concurrent writes each keep their own outcome: all commit, a failing one undoes only its own work."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ async def test_a_failing_write_among_concurrent_ones_undoes_only_its_own_work(da
 async def test_a_write_refused_by_the_database_fails_alone(database: Database) -> None:
     seen: list[int] = []
     await _write(database, 1, seen)
-    # the same primary key again, between two good writes of the same loop turn
+    # the same primary key again, between two good concurrent writes
     writes = [_write(database, 2, seen), _write(database, 1, seen), _write(database, 3, seen)]
     outcomes = await asyncio.gather(*writes, return_exceptions=True)
     assert outcomes[0] is None
