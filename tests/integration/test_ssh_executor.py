@@ -370,3 +370,21 @@ async def test_apt_runs_with_the_machines_proxy_in_proxy_mode(
             (await tx.execute(select(order_logs.c.data).where(order_logs.c.order_id == done["id"]))).scalars()
         )
     assert f"Acquire::http::Proxy={proxy}" in text
+
+
+async def test_the_runners_docker_playbook_runs_over_ssh_through_the_context_seam(
+    database: Database, vault: Vault, running: Running, sshd: sshd_support.Sshd
+) -> None:
+    server = await servers.create_server(database, ssh_fields(sshd, "docker"), vault=vault)
+    done = await order_and_wait(database, running, server["id"], "docker.status")
+    assert done["status"] == "SUCCEEDED", done["report"]
+    data = done["report"]["steps"][-1]["data"]
+    # docker is looked for on the remote machine: found and asked (`applicable`), or "docker not found"
+    assert "applicable" in data
+    async with database.read() as tx:
+        state = (
+            (await tx.execute(select(machine_state).where(machine_state.c.server_id == server["id"])))
+            .mappings()
+            .one()
+        )
+    assert state["docker_status"] is not None

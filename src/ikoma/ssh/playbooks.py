@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ikoma.runner.builtins import _common
+from ikoma.runner.builtins import _common, docker
 from ikoma.runner.builtins.apt import (
     NONINTERACTIVE,
     SIMULATE,
@@ -96,6 +96,12 @@ async def _captured(ctx: RemoteContext, name: str, argv: list[str], **kwargs: An
     collect: list[str] = []
     step = await ctx.run_step(name, argv, collect=collect, **kwargs)
     return step, "".join(collect)
+
+
+# The runner's own docker playbooks: they find programs and capture output through the context
+# (`_common.find`, `_common.run_captured`), which an SSH context does on the remote machine.
+REGISTRY["docker.status"] = docker.status
+REGISTRY["docker.prune"] = docker.prune
 
 
 def _int(text: str) -> int | None:

@@ -56,6 +56,28 @@ class RemoteContext(ExecutionContext):
     remote_root: bool = False
     apt_proxy_url: str | None = None  # the server's apt proxy (aptProxyMode `proxy`), else None
 
+    async def find(self, program: str) -> str | None:
+        """The program's path on the remote machine (`command -v`), or None (runner builtins' seam)."""
+        if self.connection is None:
+            return None
+        try:
+            found = await asyncio.wait_for(
+                self.connection.run("command -v " + shlex.quote(program), check=False),
+                timeout=KILL_CALL_TIMEOUT,
+            )
+        except (asyncssh.Error, OSError, TimeoutError):
+            return None
+        path = str(found.stdout or "").strip()
+        return path if found.exit_status == 0 and path.startswith("/") else None
+
+    async def run_captured(
+        self, name: str, argv: list[str], *, time_limit: float | None = None
+    ) -> tuple[StepResult, str]:
+        """A step and its whole output (runner builtins' seam: `_common.run_captured`)."""
+        collect: list[str] = []
+        step = await self.run_step(name, argv, time_limit=time_limit, collect=collect)
+        return step, "".join(collect)
+
     def sudo_argv(self, argv: list[str]) -> tuple[list[str], str | None]:
         """argv run as root, and what its stdin must carry (the sudo password, when there is one)."""
         if self.remote_root:

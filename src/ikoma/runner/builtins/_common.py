@@ -44,10 +44,24 @@ def which(program: str) -> str | None:
     return shutil.which(program, path=path)
 
 
+async def find(ctx: ExecutionContext, program: str) -> str | None:
+    """`which`, on the machine the context's steps run on: an SSH context (ikoma.ssh.remote) looks on
+    the remote machine; a runner's context here."""
+    remote = getattr(ctx, "find", None)
+    if remote is not None:
+        found: str | None = await remote(program)
+        return found
+    return which(program)
+
+
 async def run_captured(
     ctx: ExecutionContext, name: str, argv: list[str], *, time_limit: float | None = None
 ) -> tuple[StepResult, str]:
     """Run a step and also return its whole merged output (not just the reported tail)."""
+    remote = getattr(ctx, "run_captured", None)
+    if remote is not None:  # an SSH context captures on its own side (ikoma.ssh.remote)
+        captured: tuple[StepResult, str] = await remote(name, argv, time_limit=time_limit)
+        return captured
     with tempfile.TemporaryDirectory(prefix="ikoma-step-") as tmp:
         capture = Path(tmp) / "output"
         step = await ctx.run_step(

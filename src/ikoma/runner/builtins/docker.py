@@ -36,7 +36,7 @@ async def _engine(
     ctx: ExecutionContext, started: float
 ) -> tuple[str, dict[str, Any], list[StepResult]] | PlaybookResult:
     """The docker path and the engine's `info`, or the finished not-applicable result."""
-    docker = _common.which("docker")
+    docker = await _common.find(ctx, "docker")
     if docker is None:
         step = _common.data_step(ctx, "docker", _common.not_applicable("docker not found"), started)
         return PlaybookResult(summary="not applicable: no docker", steps=[step])
