@@ -175,8 +175,9 @@ class SshExecutor:
             await self._run(identity, order)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("ssh order failed unexpectedly", order_id=str(order["id"]))
+        except Exception as exc:
+            # no traceback: its frames' locals (logged by dict_tracebacks) may hold opened credentials
+            log.error("ssh order failed unexpectedly", order_id=str(order["id"]), error=type(exc).__name__)
         finally:
             self.running -= 1
             self._slots.release()
@@ -270,7 +271,7 @@ class SshExecutor:
         try:
             return await playbook(ctx, ctx.params)
         except Exception as exc:  # a playbook bug must become a FAILED report, not a lost order
-            log.exception("ssh playbook raised", order_id=ctx.order_id)
+            log.error("ssh playbook raised", order_id=ctx.order_id, error=type(exc).__name__)
             message = f"executor error: {type(exc).__name__}: {exc}"
             return PlaybookResult(summary=message, errors=[{"message": message, "code": "runner_error"}])
 
