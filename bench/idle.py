@@ -47,6 +47,7 @@ from dispatch import (
 )
 
 LONG_POLL_S = 30
+CONNECTIONS_PER_CLIENT = 100
 
 
 def rss_mb(pid: int) -> float | None:
@@ -146,17 +147,33 @@ async def measure(server: ServerProcess, args: argparse.Namespace) -> dict[str, 
             for fleet in await asyncio.gather(*(setup_fleet(admin, n) for n in parts if n)):
                 runners += fleet
             log(f"idle: {len(runners)} runners")
-        limits = httpx.Limits(max_connections=args.runners + 8, max_keepalive_connections=args.runners + 8)
-        async with httpx.AsyncClient(
-            base_url=f"{server.base_url}/v1", limits=limits, timeout=LONG_POLL_S + 30, trust_env=False
-        ) as client:
+        # httpx scans its whole pool for every request: many small pools keep the client fast
+        per_client = CONNECTIONS_PER_CLIENT
+        limits = httpx.Limits(max_connections=per_client + 1, max_keepalive_connections=per_client + 1)
+        async with contextlib.AsyncExitStack() as clients_stack:
+            clients = [
+                await clients_stack.enter_async_context(
+                    httpx.AsyncClient(
+                        base_url=f"{server.base_url}/v1",
+                        limits=limits,
+                        timeout=LONG_POLL_S + 30,
+                        trust_env=False,
+                    )
+                )
+                for _ in range(0, len(runners), per_client)
+            ]
             waiting: set[str] = set()
             answers: dict[str, asyncio.Future[float]] = {}
             polls = [0]
             tasks = [
                 asyncio.create_task(
                     poll_forever(
-                        client, r, waiting, answers, delay=i * LONG_POLL_S / len(runners), polls=polls
+                        clients[i // per_client],
+                        r,
+                        waiting,
+                        answers,
+                        delay=i * LONG_POLL_S / len(runners),
+                        polls=polls,
                     )
                 )
                 for i, r in enumerate(runners)
