@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Security
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import SecretStr
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
@@ -38,7 +39,7 @@ from ikoma.contracts.playbook import template_errors
 from ikoma.domain.errors import Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.roles import Role
-from ikoma.services import bootstrap, logs, orders, playbooks, servers
+from ikoma.services import audit, bootstrap, logs, orders, playbooks, servers
 from ikoma.services.identity import Principal
 from ikoma.ssh import hostkeys
 
@@ -211,16 +212,19 @@ async def create_order(
     body: OrderCreate,
     ctx: Ctx,
     principal: CurrentPrincipal,
+    request: Request,
     response: Response,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> Any:
     principal.require_server(str(body.server_id))
-    async with ctx.db.read() as tx:
-        playbook = await playbooks.find_playbook(tx, body.playbook_key)
-    if playbook is not None:  # an unknown key is refused by create_order with its own reason
+
+    def authorize(playbook: dict[str, Any]) -> None:
         principal.require(Role.parse(playbook["min_role"]), f"playbook {body.playbook_key}")
+
+    # the audit entry is written in the order's transaction (api/policy.py AUDITED_IN_TRANSACTION)
+    in_transaction: audit.InTransaction | None = getattr(request.state, "audit", None)
     payload = body.model_dump(mode="json", by_alias=False)
     order, replayed = await orders.create_order(
         ctx.db,
@@ -230,6 +234,8 @@ async def create_order(
         default_timeout=ctx.settings.order_timeout,
         actor=principal.actor,
         vault=ctx.vault,
+        authorize=authorize,
+        joined=in_transaction.join if in_transaction is not None else None,
     )
     if replayed:
         response.status_code = 200

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from ikoma.domain.errors import BadRequest
 from ikoma.services import events
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import audit_log
 
 log = structlog.get_logger("ikoma.audit")
@@ -36,6 +37,17 @@ GENESIS = "0" * 64
 _SECRET_MARKERS = ("password", "passwd", "secret", "token", "apikey", "api_key", "credential", "sql", "key")
 # PostgreSQL: one chain, one writer at a time (SQLite's BEGIN IMMEDIATE already serialises writers)
 _CHAIN_LOCK = 0x1C0A_A0D1
+_LOCK_CHAIN = Prepared(select(text(f"pg_advisory_xact_lock({_CHAIN_LOCK})")))
+# the chain's head and the database clock in one statement, read once the chain's lock is held (on
+# PostgreSQL a statement of its own after the lock's: its snapshot must be taken after the lock)
+_HEAD = Prepared(
+    select(
+        db_now().label("now"),
+        select(audit_log.c.id).order_by(audit_log.c.id.desc()).limit(1).scalar_subquery().label("id"),
+        select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1).scalar_subquery().label("hash"),
+    )
+)
+_INSERT = Prepared(insert(audit_log))
 
 
 @dataclass(frozen=True)
@@ -132,22 +144,19 @@ def _digest(prev_hash: str, row: Mapping[Any, Any]) -> str:
 async def append(tx: Tx, entry: AuditEntry, *, mirror: Path | None = None) -> int:
     """Add the entry to the chain inside `tx`; returns its id. Raises if it cannot be written."""
     if tx.dialect == "postgresql":
-        await tx.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    last = (
-        await tx.execute(select(audit_log.c.id, audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1))
-    ).first()
-    now = (await tx.execute(select(db_now()))).scalar_one()
+        await tx.execute(_LOCK_CHAIN)
+    head = (await tx.execute(_HEAD)).one()
     row: dict[str, Any] = {
         **asdict(entry),
         "params": mask(entry.params),
-        "id": (last.id + 1) if last else 1,
-        "at": _as_datetime(now),
+        "id": int(head.id) + 1 if head.id is not None else 1,
+        "at": _as_datetime(head.now),
     }
     # the stored timestamp is truncated to what is hashed, so both backends read back the same value
     row["at"] = datetime.fromisoformat(_stamp(row["at"]).replace("Z", "+00:00"))
-    row["prev_hash"] = last.hash if last else GENESIS
+    row["prev_hash"] = head.hash if head.id is not None else GENESIS
     row["hash"] = _digest(row["prev_hash"], row)
-    await tx.execute(insert(audit_log).values(**row))
+    await tx.execute(_INSERT, row)
     _publish_tool_call(tx, entry)
     if mirror is not None:
         tx.after_commit(lambda: _mirror(mirror, row))
@@ -175,6 +184,48 @@ def _publish_tool_call(tx: Tx, entry: AuditEntry) -> None:
             "reason": entry.reason,
         },
     )
+
+
+class InTransaction:
+    """An `allowed` entry written by the transaction of the action it audits: one commit for both, and
+    an entry that cannot be written rolls the action back.
+
+    The action calls `join(tx)` when it opens its write transaction; the entry is appended just before
+    that transaction commits (the chain's lock held from there to the commit, no longer). `failure`
+    turns the append's exception into the one the action raises (api/policy.py: 503
+    `audit_unavailable`, or the database outage as it is). `written` once the transaction committed:
+    an action that never joined, or rolled back, leaves the entry to its caller.
+    """
+
+    __slots__ = ("_failure", "_joined", "entry", "mirror", "written")
+
+    def __init__(
+        self, entry: AuditEntry, *, mirror: Path | None, failure: Callable[[Exception], Exception]
+    ) -> None:
+        self.entry = entry
+        self.mirror = mirror
+        self.written = False
+        self._failure = failure
+        self._joined: Tx | None = None
+
+    def join(self, tx: Tx) -> None:
+        if self.written or self._joined is tx:
+            return  # one entry per request, whatever the action's transactions
+        self._joined = tx
+        tx.before_commit(self._append)
+
+    async def _append(self, tx: Tx) -> None:
+        try:
+            await append(tx, self.entry, mirror=self.mirror)
+        except Exception as exc:
+            failed = self._failure(exc)
+            if failed is exc:
+                raise
+            raise failed from None
+        tx.after_commit(self._committed)
+
+    def _committed(self) -> None:
+        self.written = True
 
 
 async def record(db: Database, entry: AuditEntry, *, mirror: Path | None = None) -> int:

@@ -5,24 +5,41 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import jsonschema
 import orjson
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain.errors import Conflict, Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus, Reason, check_transition
 from ikoma.domain.secret_params import seal_params, secret_names
 from ikoma.services import history
-from ikoma.services.playbooks import find_playbook
 from ikoma.services.vault import Vault
 from ikoma.services.wakeups import Wakeups
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database, Tx
-from ikoma.storage.tables import order_attempts, order_events, orders, runners, servers
+from ikoma.storage.prepared import Prepared
+from ikoma.storage.tables import order_attempts, order_events, orders, playbooks, runners, servers
+
+# the create path's statements, on the driver (storage/prepared.py)
+_LIVE_SERVER = Prepared(
+    select(servers.c.id, servers.c.runner_id).where(
+        servers.c.id == bindparam("p_server_id"), servers.c.deleted_at.is_(None)
+    )
+)
+_RUNNER = Prepared(select(runners.c.id).where(runners.c.id == bindparam("p_runner_id")))
+_PLAYBOOK = Prepared(select(playbooks).where(playbooks.c.key == bindparam("p_key")))
+_INSERT_ORDER = Prepared(insert(orders).returning(*orders.c))
+
+
+async def _playbook(tx: Tx, key: str) -> dict[str, Any] | None:
+    """`playbooks.find_playbook`, on the driver: one read per create."""
+    row = (await tx.execute(_PLAYBOOK, {"p_key": key})).mappings().first()
+    return None if row is None else dict(row)
 
 
 def request_hash(body: dict[str, Any], vault: Vault | None = None) -> str:
@@ -98,16 +115,31 @@ async def create_order(
     default_timeout: float,
     actor: str = "admin",
     vault: Vault | None = None,
+    authorize: Callable[[dict[str, Any]], None] | None = None,
+    joined: Callable[[Tx], None] | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Queue an order; returns (order, replayed). The same key and body gives back the same order."""
+    """Queue an order; returns (order, replayed). The same key and body gives back the same order.
+
+    `authorize(playbook)` refuses a caller the playbook's own role does not allow, before anything is
+    replayed or written; `joined(tx)` is called with the write transaction (the REST audit entry joins
+    it: api/policy.py). The playbook is read once, in that transaction.
+    """
     fingerprint = request_hash(body, vault)
     if idempotency_key is not None:
         async with db.read() as tx:
             existing = await _by_idempotency_key(tx, actor, idempotency_key)
+            playbook = await _playbook(tx, body["playbook_key"]) if existing is not None else None
         if existing is not None:
+            if playbook is not None and authorize is not None:
+                authorize(playbook)
             return _replay(existing, fingerprint, idempotency_key), True
     try:
         async with db.write() as tx:
+            if joined is not None:
+                joined(tx)
+            playbook = await _playbook(tx, body["playbook_key"])
+            if playbook is not None and authorize is not None:
+                authorize(playbook)  # an unknown key is refused by insert_order with its own reason
             if idempotency_key is not None:
                 # Re-read inside the write transaction: on SQLite writers are serialized, so this
                 # closes the race; on PostgreSQL the unique index catches it (handled below).
@@ -123,6 +155,7 @@ async def create_order(
                 fingerprint=fingerprint,
                 actor=actor,
                 vault=vault,
+                playbook=playbook,
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -145,21 +178,18 @@ async def insert_order(
     fingerprint: str | None = None,
     actor: str = "admin",
     vault: Vault | None = None,
+    playbook: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Queue an order inside the caller's transaction (so it commits, or not, with what goes with it).
+
+    `playbook`: the playbook of `body["playbook_key"]` when the caller has read it in `tx` already.
 
     Secret params (by name, or `writeOnly`/`x-secret` in the playbook's schema) are stored sealed by
     `vault`; without one, an order with a secret param is refused rather than stored in plaintext.
     The eligible runners are woken once the transaction has committed.
     """
     order_id = str(uuid.uuid4())
-    server = (
-        await tx.execute(
-            select(servers.c.id, servers.c.runner_id).where(
-                servers.c.id == body["server_id"], servers.c.deleted_at.is_(None)
-            )
-        )
-    ).first()
+    server = (await tx.execute(_LIVE_SERVER, {"p_server_id": body["server_id"]})).first()
     if server is None:
         raise Invalid(
             "no server with this id",
@@ -167,7 +197,8 @@ async def insert_order(
             field="serverId",
             serverId=body["server_id"],
         )
-    playbook = await find_playbook(tx, body["playbook_key"])
+    if playbook is None:
+        playbook = await _playbook(tx, body["playbook_key"])
     if playbook is None:
         raise Invalid(
             "no playbook with this key",
@@ -177,7 +208,7 @@ async def insert_order(
         )
     runner_id = body.get("runner_id")
     if runner_id is not None:
-        known = (await tx.execute(select(runners.c.id).where(runners.c.id == runner_id))).first()
+        known = (await tx.execute(_RUNNER, {"p_runner_id": runner_id})).first()
         if known is None:
             raise Invalid(
                 "no runner with this id",
@@ -195,35 +226,26 @@ async def insert_order(
             raise RuntimeError("secret params need the vault; none was given")  # a wiring bug, not input
         params = seal_params(params, secrets, vault.seal)
     timeout = body.get("timeout_seconds") or playbook["default_timeout_s"] or default_timeout
-    row = (
-        (
-            await tx.execute(
-                insert(orders)
-                .values(
-                    id=order_id,
-                    status=OrderStatus.QUEUED.value,
-                    server_id=server.id,
-                    runner_id=runner_id,
-                    playbook_key=playbook["key"],
-                    action=body.get("action") or "run",
-                    params=params,
-                    attempt=0,
-                    executions=0,
-                    max_attempts=body.get("max_attempts") or playbook["max_attempts"],
-                    timeout_s=int(timeout),
-                    cancel_requested=False,
-                    status_reason=Reason.CREATED.value,
-                    idempotency_key=idempotency_key,
-                    idempotency_scope=actor if idempotency_key is not None else None,
-                    request_hash=fingerprint or request_hash(body, vault),
-                    steps=playbook["steps"],
-                )
-                .returning(*orders.c)
-            )
-        )
-        .mappings()
-        .one()
-    )
+    values = {
+        "id": order_id,
+        "status": OrderStatus.QUEUED.value,
+        "server_id": server.id,
+        "runner_id": runner_id,
+        "playbook_key": playbook["key"],
+        "action": body.get("action") or "run",
+        "params": params,
+        "attempt": 0,
+        "executions": 0,
+        "max_attempts": body.get("max_attempts") or playbook["max_attempts"],
+        "timeout_s": int(timeout),
+        "cancel_requested": False,
+        "status_reason": Reason.CREATED.value,
+        "idempotency_key": idempotency_key,
+        "idempotency_scope": actor if idempotency_key is not None else None,
+        "request_hash": fingerprint or request_hash(body, vault),
+        "steps": playbook["steps"],
+    }
+    row = (await tx.execute(_INSERT_ORDER, values)).mappings().one()
     await history.record_events(
         tx,
         [history.event(order_id, None, OrderStatus.QUEUED, Reason.CREATED, attempt=0, actor=actor)],
