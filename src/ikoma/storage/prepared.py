@@ -50,12 +50,13 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._plans: dict[tuple[int, tuple[str, ...], bool], _Plan | None] = {}
+        self._plans: dict[tuple[type[Dialect], tuple[str, ...], bool], _Plan | None] = {}
         self._typed: dict[int, tuple[tuple[int, Callable[[Any], Any]], ...]] = {}
 
     def plan(self, dialect: Dialect, keys: tuple[str, ...], many: bool) -> _Plan | None:
         """The compiled plan, or None when this statement must go through SQLAlchemy's own path."""
-        cache_key = (id(dialect), keys, many)
+        # per dialect class: every engine of a process is built alike (database.py, same JSON functions)
+        cache_key = (type(dialect), keys, many)
         try:
             return self._plans[cache_key]
         except KeyError:
