@@ -6,10 +6,10 @@ rolled-back change leaves none. Readers page by `id` (`read`, `GET /v1/events`, 
 webhook dispatch) and must never skip an event, which ids alone do not promise on PostgreSQL: ids come
 from a sequence at insert time, but transactions commit in any order, so a reader could see id 8
 committed, move its cursor past it, and never see id 7 committed a moment later. The guard: the flush
-takes a transaction-scoped advisory lock first, so event-writing transactions take ids and commit one
-after the other, in id order (the audit chain serialises its writers the same way). SQLite has one
-writer at a time already. The cost and the next design, should it cost too much, are in
-docs/architecture.md ("The event log").
+takes a transaction-scoped advisory lock (in the insert statement itself, before any id is drawn), so
+event-writing transactions take ids and commit one after the other, in id order (the audit chain
+serialises its writers the same way). SQLite has one writer at a time already. The cost, and the
+next design should it cost too much, are in docs/architecture.md ("The event log").
 
 New events wake in-process readers after commit (`NEW_EVENTS`); on PostgreSQL the flush also sends
 `NOTIFY ikoma_events` (delivered at commit) for the readers of other API processes.
