@@ -30,6 +30,7 @@ import orjson
 from sqlalchemy import bindparam, func, insert, or_, select, text
 
 from ikoma.storage.database import Tx
+from ikoma.storage.prepared import Prepared
 from ikoma.storage.tables import events, orders
 
 CHANNEL = "ikoma_events"  # the PostgreSQL NOTIFY channel (services/broadcast.py listens to it)
@@ -41,14 +42,17 @@ MAX_TOPIC = 32
 # An order event names its server: taken from the order in the insert itself, so the transition paths
 # (services/history.py) need not carry it. COALESCE stops at a given server id.
 _ORDER_SERVER = select(orders.c.server_id).where(orders.c.id == bindparam("p_order_id")).scalar_subquery()
-_INSERT = insert(events).values(
-    kind=bindparam("p_kind"),
-    topic=bindparam("p_topic"),
-    server_id=func.coalesce(bindparam("p_server_id", type_=events.c.server_id.type), _ORDER_SERVER),
-    order_id=bindparam("p_order_id", type_=events.c.order_id.type),
-    runner_id=bindparam("p_runner_id", type_=events.c.runner_id.type),
-    actor=bindparam("p_actor"),
-    data=bindparam("p_data", type_=events.c.data.type),
+# SQLite: on the driver (storage/prepared.py), past SQLAlchemy's execute path
+_INSERT = Prepared(
+    insert(events).values(
+        kind=bindparam("p_kind"),
+        topic=bindparam("p_topic"),
+        server_id=func.coalesce(bindparam("p_server_id", type_=events.c.server_id.type), _ORDER_SERVER),
+        order_id=bindparam("p_order_id", type_=events.c.order_id.type),
+        runner_id=bindparam("p_runner_id", type_=events.c.runner_id.type),
+        actor=bindparam("p_actor"),
+        data=bindparam("p_data", type_=events.c.data.type),
+    )
 )
 # PostgreSQL: the lock, the notification and the insert in one statement, one round trip, so the lock
 # is held for as little as the commit allows. Every row comes out of the join with `guard`, so the lock
