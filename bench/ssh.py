@@ -106,11 +106,13 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 # one warm-up order per machine: host keys pinned, executor loops started
                 await asyncio.gather(*(order(admin, m) for m in machine_ids))
                 cpu_before, started = tree_cpu_seconds(server.pid), time.monotonic()
-                done = await asyncio.gather(
-                    *(order(admin, machine_ids[i % len(machine_ids)]) for i in range(args.orders))
-                )
+                ids = await run_orders(admin, [machine_ids[i % len(machine_ids)] for i in range(args.orders)])
                 wall = time.monotonic() - started
                 cpu = tree_cpu_seconds(server.pid) - cpu_before
+                done = await read_orders(admin, ids)
+                runner = (
+                    await runner_path(admin, server.pid, url, work, args) if args.compare_runner else None
+                )
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -128,7 +130,92 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "latencyP99Ms": round(percentile(latencies, 99) * 1000),
         "wallSeconds": round(wall, 2),
         "apiCpuPerOrderMs": round(cpu / args.orders * 1000, 2),
+        "runner": runner,
     }
+
+
+async def runner_path(
+    admin: httpx.AsyncClient, server_pid: int, url: str, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The same orders on one agent server run by a real `ikoma runner` (its own process, parallel
+    `--connections`): the API process's CPU per order when a runner does the work."""
+    made = await admin.post("/v1/servers", json={"name": "bench-agent", "hostname": "127.0.0.1"})
+    made.raise_for_status()
+    runner = await admin.post("/v1/runners", json={"name": "bench-runner"})
+    runner.raise_for_status()
+    attached = await admin.patch(f"/v1/servers/{made.json()['id']}", json={"runnerId": runner.json()["id"]})
+    attached.raise_for_status()
+    config = work / "runner.json"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"apiUrl": url, "runnerId": runner.json()["id"], "token": runner.json()["token"]}, out)
+    env = {
+        "PATH": os.environ["PATH"],
+        "IKOMA_DATA_DIR": str(work / "runner-data"),
+        "IKOMA_LOG_LEVEL": "warning",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "ikoma",
+        "runner",
+        "--config",
+        str(config),
+        "--parallel",
+        str(min(args.connections, 64)),
+    ]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        server_id = made.json()["id"]
+        await order(admin, server_id)  # warm-up: the runner is up and claiming
+        cpu_before = tree_cpu_seconds(server_pid)
+        ids = await run_orders(admin, [server_id] * args.orders)
+        cpu = tree_cpu_seconds(server_pid) - cpu_before
+        done = await read_orders(admin, ids)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    latencies = [at(o["finishedAt"]) - at(o["createdAt"]) for o in done]
+    span = max(at(o["finishedAt"]) for o in done) - min(at(o["createdAt"]) for o in done)
+    return {
+        "statuses": sorted({o["status"] for o in done}),
+        "ordersPerSecond": round(args.orders / span, 1),
+        "latencyP50Ms": round(percentile(latencies, 50) * 1000),
+        "latencyP99Ms": round(percentile(latencies, 99) * 1000),
+        "apiCpuPerOrderMs": round(cpu / args.orders * 1000, 2),
+    }
+
+
+async def run_orders(admin: httpx.AsyncClient, server_ids: list[str]) -> list[str]:
+    """Create one order per entry at once and wait until the server's /metrics counts them ended (one
+    cheap call a second: polling the orders would cost the API more CPU than running them)."""
+    before = await ended_count(admin)
+    created = await asyncio.gather(
+        *(
+            admin.post("/v1/orders", json={"serverId": s, "playbookKey": "system.test_ping"})
+            for s in server_ids
+        )
+    )
+    ids = [c.raise_for_status().json()["order"]["id"] for c in created]
+    while await ended_count(admin) - before < len(ids):  # noqa: ASYNC110 - polling another process
+        await asyncio.sleep(1.0)
+    return ids
+
+
+async def read_orders(admin: httpx.AsyncClient, ids: list[str]) -> list[dict[str, Any]]:
+    return [(await admin.get(f"/v1/orders/{order_id}")).json() for order_id in ids]
+
+
+async def ended_count(admin: httpx.AsyncClient) -> float:
+    text = (await admin.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ikoma_transitions_total{") and any(f'"{s}"' in line for s in FINAL)
+    )
+
+
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "STALE")
 
 
 async def order(admin: httpx.AsyncClient, server_id: str) -> dict[str, Any]:
@@ -148,6 +235,12 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--connections", type=int, default=32, help="IKOMA_SSH_MAX_CONNECTIONS")
     parser.add_argument("--database-url", help="default: a new SQLite file")
+    parser.add_argument(
+        "--no-compare-runner",
+        dest="compare_runner",
+        action="store_false",
+        help="skip the same orders run by a real runner on one agent server",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ikoma-bench-ssh-") as work:
         print(json.dumps(asyncio.run(run(args, Path(work))), indent=2))
