@@ -196,3 +196,41 @@ def test_the_ssh_executor_runs_as_a_process_of_its_own_when_the_api_leaves_ssh_s
             assert done["status"] == "SUCCEEDED", processes.read_tail(log_path)
         finally:
             processes.stop(executor)
+
+
+def test_rotating_the_key_under_a_running_server_keeps_every_machine_connectable(
+    server: support.LiveServer, sshd: sshd_support.Sshd
+) -> None:
+    names = [unique("rotated"), unique("rotated")]
+    with server.admin() as admin:
+        for name in names:
+            made = admin.post(
+                "/v1/servers",
+                json={
+                    "name": name,
+                    "hostname": "127.0.0.1",
+                    "port": sshd.port,
+                    "connectionMode": "ssh",
+                    "sshUsername": sshd_support.USER,
+                    "sshPassword": sshd_support.PASSWORD,
+                },
+            )
+            assert made.status_code == 201, made.text
+    key_file = server.data_dir / "encryption.keys"
+    keys_before = key_file.read_text().split()
+    rotated = subprocess.run(
+        [sys.executable, "-m", "ikoma", "keys", "rotate", "--json"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    summary = json.loads(rotated.stdout)
+    assert summary["undecryptable"] == []
+    assert summary["resealed"] >= 2
+    keys_after = key_file.read_text().split()
+    assert keys_after[1:] == keys_before  # the new key first; the old ones kept
+    for name in names:  # the running server meets the new key id and reads the key file again
+        tested = ikoma(server, "servers", "test-connection", name, "--json")
+        assert tested.exit_code == 0, tested.output
