@@ -7,8 +7,10 @@ may lower the role a request acts with, never raise it. Finer rules (a playbook'
 server scope) are checked by the route with the Principal this middleware puts in the request state.
 
 Every mutating request is audited here before it runs (if the entry cannot be written, the request is
-refused) and again if it fails; `/execute` and `/mcp` are audited by the tool path itself, with the tool,
-and a tool call refused here (no credential, an X-Role above it) is audited under its tool too.
+refused) and again if it fails — or, for the routes in AUDITED_IN_TRANSACTION, in the transaction of
+its action (api/audit_in_transaction.py); `/execute` and `/mcp` are audited by the tool path itself,
+with the tool, and a tool call refused here (no credential, an X-Role above it) is audited under its
+tool too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import structlog
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ikoma.api.audit_in_transaction import audited_in_transaction
 from ikoma.api.errors import error_response, is_database_outage
 from ikoma.api.mcp import called_tool
 from ikoma.bootstrap import Context
@@ -127,8 +130,8 @@ POLICY: dict[tuple[str, str], Access] = {
 }
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# routes whose action writes its `allowed` entry in its own transaction (`audit.InTransaction`, found in
-# the request state as `audit`): one commit per call instead of two, the chain's lock held only at commit
+# routes whose action writes its `allowed` entry in its own transaction (api/audit_in_transaction.py):
+# one commit per call instead of two, the chain's lock held only at commit
 AUDITED_IN_TRANSACTION = frozenset({("POST", "/v1/orders")})
 # audited by the tool path (with the tool's name and order), not as plain requests
 SELF_AUDITED_PREFIXES = ("/execute/", "/mcp")
@@ -288,7 +291,8 @@ class PolicyMiddleware:
             return
         allowed = self._entry(principal, presented, action, scope, "allowed", None, None)
         if (method, template) in AUDITED_IN_TRANSACTION:
-            await self._audited_in_transaction(ctx, scope, receive, send, allowed, principal, presented)
+            failed = self._entry(principal, presented, action, scope, "error", 0, None)
+            await audited_in_transaction(self.app, ctx, scope, receive, send, allowed, failed)
             return
         try:
             await audit.record(ctx.db, allowed, mirror=ctx.settings.audit_log)
@@ -313,71 +317,6 @@ class PolicyMiddleware:
                 await audit.record(ctx.db, failed, mirror=ctx.settings.audit_log)
             except Exception as exc:
                 log.warning("audit_write_failed", action=action, error=type(exc).__name__)
-
-    async def _audited_in_transaction(
-        self,
-        ctx: Context,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        allowed: audit.AuditEntry,
-        principal: Principal,
-        presented: str | None,
-    ) -> None:
-        """Run a route that writes its `allowed` entry with its action (AUDITED_IN_TRANSACTION).
-
-        A call that committed was audited in its transaction and is answered at once. A call that
-        committed nothing (refused, invalid, an idempotent replay, an audit that could not be written)
-        is audited here as before (`allowed`, then `error` for a 4xx/5xx), and its answer is held until
-        those entries are written: if they cannot be, the answer is 503 `audit_unavailable`.
-        """
-        action = allowed.action
-        joined = audit.InTransaction(
-            allowed, mirror=ctx.settings.audit_log, failure=lambda exc: _audit_failure(exc, action)
-        )
-        scope.setdefault("state", {})["audit"] = joined
-        held: list[Message] = []
-        status: dict[str, int] = {}
-
-        async def hold(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            if joined.written:
-                await send(message)
-            else:
-                held.append(message)
-
-        try:
-            await self.app(scope, receive, hold)
-        except Exception:
-            if not joined.written:  # as when the entry was written first: `allowed`, the failure unanswered
-                try:
-                    await audit.record(ctx.db, allowed, mirror=ctx.settings.audit_log)
-                except Exception as exc:
-                    log.warning("audit_write_failed", action=action, error=type(exc).__name__)
-            raise
-        code = status.get("code", 500)
-        failed = self._entry(principal, presented, action, scope, "error", code, None)
-        if joined.written:
-            if code >= 400:
-                try:
-                    await audit.record(ctx.db, failed, mirror=ctx.settings.audit_log)
-                except Exception as exc:
-                    log.warning("audit_write_failed", action=action, error=type(exc).__name__)
-            return
-        try:
-            async with ctx.db.write() as tx:
-                await audit.append(tx, allowed, mirror=ctx.settings.audit_log)
-                if code >= 400:
-                    await audit.append(tx, failed, mirror=ctx.settings.audit_log)
-        except Exception as exc:
-            if is_database_outage(exc):
-                raise  # answered 503 database_unavailable by api/request_context.py
-            log.warning("audit_write_failed", action=action, error=type(exc).__name__)
-            await error_response(503, "audit_unavailable", AUDIT_UNAVAILABLE)(scope, receive, send)
-            return
-        for message in held:
-            await send(message)
 
     async def _authenticate(self, ctx: Context, presented: str | None) -> Principal:
         if not presented:
@@ -424,12 +363,3 @@ class PolicyMiddleware:
             status_code=status_code,
             reason=reason,
         )
-
-
-def _audit_failure(exc: Exception, action: str) -> Exception:
-    """What a route raises when its in-transaction audit entry cannot be written: the database outage as
-    it is (503 `database_unavailable`), anything else 503 `audit_unavailable` (nothing was done)."""
-    if is_database_outage(exc):
-        return exc
-    log.warning("audit_write_failed", action=action, error=type(exc).__name__)
-    return tools.AuditUnavailable(AUDIT_UNAVAILABLE)
