@@ -77,8 +77,24 @@ def _replay(existing: dict[str, Any], fingerprint: str, key: str) -> dict[str, A
     return existing
 
 
+# compiled params validators by schema text: a playbook's schema changes rarely, and building the
+# validator costs as much as running it (a replaced schema has other text, so it gets its own validator)
+_VALIDATORS: dict[bytes, jsonschema.Draft202012Validator] = {}
+_VALIDATORS_KEPT = 256
+
+
+def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        if len(_VALIDATORS) >= _VALIDATORS_KEPT:
+            _VALIDATORS.clear()
+        validator = _VALIDATORS[key] = jsonschema.Draft202012Validator(schema)
+    return validator
+
+
 def validate_params(schema: dict[str, Any], params: dict[str, Any]) -> None:
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(params), key=lambda e: list(e.path))
+    errors = sorted(_validator(schema).iter_errors(params), key=lambda e: list(e.path))
     if errors:
         raise Invalid(
             "params do not match the playbook's schema",
