@@ -137,6 +137,15 @@ def test_an_operator_adds_a_machine_over_ssh_tests_it_and_runs_playbooks_without
     assert "$(id); `id` | cat /etc/shadow" in json.dumps(logs)  # streamed live like a runner's
     assert "ssh.host_key_pinned" in timeline
 
+    # re-trusting a host key is an admin action on the timeline and in the audit log
+    trusted = ikoma(server, "servers", "trust-host-key", name, "--fingerprint", sshd.fingerprint(), "--json")
+    assert trusted.exit_code == 0, trusted.output
+    with server.admin() as admin:
+        entries = admin.get("/v1/audit", params={"limit": 1000}).json()["items"]
+        timeline = admin.get(f"/v1/servers/{machine['id']}/timeline").text
+    assert any("trust-host-key" in json.dumps(entry) for entry in entries)
+    assert "ssh.host_key_trusted" in timeline
+
     # a wrong password is diagnosed, not a 500
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password\n")
