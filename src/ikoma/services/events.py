@@ -70,6 +70,8 @@ _GUARDED_INSERT = text(
     "WITH ORDINALITY AS v(kind, topic, server_id, order_id, runner_id, actor, data, n) "
     "ORDER BY v.n"
 )
+# on the driver (storage/prepared.py): asyncpg prepares it once per connection, past SQLAlchemy's adapter
+_GUARDED_INSERT_PREPARED = Prepared(_GUARDED_INSERT)
 
 _pending: weakref.WeakKeyDictionary[Tx, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
 
@@ -177,7 +179,7 @@ async def _flush(tx: Tx) -> None:
         return
     if tx.dialect == "postgresql":
         await tx.execute(
-            _GUARDED_INSERT,
+            _GUARDED_INSERT_PREPARED,
             {
                 "lock": EVENTS_LOCK,
                 "channel": CHANNEL,
