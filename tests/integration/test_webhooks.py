@@ -8,6 +8,7 @@ database clock, the only clock deliveries are scheduled with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -430,3 +431,43 @@ async def test_the_delivery_log_forgets_finished_deliveries_past_its_retention_n
     assert [(d["kind"], d["status"]) for d in await deliveries(database, hook["id"])] == [
         ("order.failed", "pending")
     ]
+
+
+async def test_commits_cost_the_dispatcher_no_read_while_no_webhook_is_enabled(
+    database: Database, vault: Vault, receiver: Receiver
+) -> None:
+    """Every event-writing commit rings the loop; with no enabled webhook it must not read each time
+    (a drain writes three events per order). A webhook changed in this process is looked at at once."""
+    sender = dispatcher(database, vault, poll_interval_s=3600)
+    looks = 0
+    due = sender.due_webhooks
+
+    async def counting_due() -> list[str]:
+        nonlocal looks
+        looks += 1
+        return await due()
+
+    sender.due_webhooks = counting_due  # type: ignore[method-assign]
+    loop = asyncio.create_task(sender.run_forever())
+    try:
+        for _ in range(20):
+            await publish(database, "order.created")
+            await asyncio.sleep(0.01)
+        assert looks == 0
+
+        hook = await register(database, vault, receiver.url, ["order"])
+        sender.wake()  # what the API does after a webhook change
+        ids = await publish(database, "order.created")
+        for _ in range(1000):  # the answer is recorded after the receiver got the POST
+            log = await deliveries(database, hook["id"])
+            if log and log[-1]["status"] == "delivered":
+                break
+            await asyncio.sleep(0.02)
+        assert [d["status"] for d in await deliveries(database, hook["id"])] == ["delivered"]
+        assert [r.event["id"] for r in receiver.snapshot()] == ids[-1:]
+        assert looks > 0
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await sender.close()

@@ -54,6 +54,8 @@ log = structlog.get_logger("ikoma.webhooks")
 
 Outcome = Literal["delivered", "failed", "retrying"]
 PRUNE_EVERY_S = 3600.0
+# after a ring by new events, how long the loop lets more commits arrive before it looks once for all
+COALESCE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -120,29 +122,52 @@ class WebhookDispatcher:
         for outcome in ("delivered", "retrying", "failed"):  # at 0 from the start, for rate() and alerts
             self.deliveries.labels(outcome=outcome)
         self._wakeup = asyncio.Event()
+        self._remote_events = asyncio.Event()
+        self._any_enabled = True  # until the first look says otherwise
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(policy.concurrency)
         # a certificate store loaded once, not per attempt
         self._tls = ssl.create_default_context()
 
     def wake(self) -> None:
+        """A webhook changed in this process: look again at once (its enabled state included)."""
         self._wakeup.set()
+
+    def _events_elsewhere(self) -> None:
+        self._remote_events.set()
 
     async def run_forever(self) -> None:
         subscription = (
-            self.broadcast.subscribe(EVENTS, lambda _payload: self.wake()) if self.broadcast else None
+            self.broadcast.subscribe(EVENTS, lambda _payload: self._events_elsewhere())
+            if self.broadcast
+            else None
         )
         pruned_at = 0.0
+        checked_at = float("-inf")
         try:
             with events.NEW_EVENTS.listen() as rung:
                 while True:
+                    by_events = rung.is_set() or self._remote_events.is_set()
+                    woken = self._wakeup.is_set()
                     rung.clear()
+                    self._remote_events.clear()
                     self._wakeup.clear()
                     if time.monotonic() - pruned_at > PRUNE_EVERY_S:
                         pruned_at = time.monotonic()
                         await self.prune_log()
-                    await self._dispatch_due()
+                    # Every commit that writes an event rings this loop (three per order in a drain):
+                    # with no enabled webhook that must not cost a read each. Whether any is enabled is
+                    # read at most once a poll interval, and at once when this process changes one
+                    # (`wake`); another replica's new webhook is seen at the next interval.
+                    if woken or time.monotonic() - checked_at >= self.policy.poll_interval_s:
+                        checked_at = time.monotonic()
+                        self._any_enabled = await self._has_enabled()
+                    if self._any_enabled:
+                        if by_events and not woken:
+                            await asyncio.sleep(COALESCE_S)  # a burst of commits: one look for all of it
+                        await self._dispatch_due()
                     waits = [asyncio.ensure_future(rung.wait()), asyncio.ensure_future(self._wakeup.wait())]
+                    waits.append(asyncio.ensure_future(self._remote_events.wait()))
                     try:
                         await asyncio.wait(
                             waits, timeout=self.policy.poll_interval_s, return_when="FIRST_COMPLETED"
@@ -153,6 +178,17 @@ class WebhookDispatcher:
         finally:
             if subscription is not None:
                 subscription.close()
+
+    async def _has_enabled(self) -> bool:
+        try:
+            async with self.db.read() as tx:
+                query = select(exists().where(webhooks.c.enabled.is_(True)))
+                return bool((await tx.execute(query)).scalar())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an outage: keep looking as before, the next interval reads again
+            log.warning("webhook_dispatch_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return True
 
     async def _dispatch_due(self) -> None:
         try:
