@@ -24,7 +24,7 @@ run: $(STAMP) ## start IKOMA on http://127.0.0.1:$PORT (3000; SQLite in ./data u
 TEST_WORKERS ?= 4
 
 test: $(STAMP) ## the whole suite: unit, integration (SQLite + PostgreSQL), e2e, migrations
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
