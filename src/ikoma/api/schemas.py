@@ -290,6 +290,12 @@ class ClaimedOrder(OrderPublic):
     steps: list[dict[str, Any]] | None = Field(
         default=None, description="For a declarative playbook: its steps as of the order's creation."
     )
+    # absent, not null, when there is none: the claim answer of every other order stays as it was
+    apt_proxy_url: str | None = Field(
+        default=None,
+        exclude_if=lambda url: url is None,
+        description="For an apt order on a server in aptProxyMode `proxy`: apt's proxy for this run.",
+    )
 
     @field_validator("params", mode="before")
     @classmethod

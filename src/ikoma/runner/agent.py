@@ -250,6 +250,7 @@ class Agent:
             kill_grace=self.settings.kill_grace,
             masker=masker,
             containment=self.containment or containment.default(),
+            apt_proxy_url=order.get("aptProxyUrl"),  # only in an apt order's claim, in proxy mode
         )
         if self._hard_stop.is_set():
             ctx.request_stop(ABORTED)

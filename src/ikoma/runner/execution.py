@@ -91,6 +91,8 @@ class ExecutionContext:
     step_timeout: float = 3600.0
     masker: Masker = field(default_factory=Masker)
     containment: Containment = field(default_factory=containments.default)
+    # the server's apt proxy, handed with an apt order's claim (aptProxyMode `proxy`), else None
+    apt_proxy_url: str | None = None
     stop_reason: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _hard: asyncio.Event = field(default_factory=asyncio.Event)

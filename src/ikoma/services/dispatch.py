@@ -35,8 +35,8 @@ from ikoma.domain.lifecycle import (
 )
 from ikoma.domain.secret_params import is_sealed, unseal_params
 from ikoma.metrics import Metrics
+from ikoma.services import apt_proxy, history
 from ikoma.services import dispatch_sql as sql
-from ikoma.services import history
 from ikoma.services.broadcast import Broadcast
 from ikoma.services.doorbell import Doorbell
 from ikoma.services.ingest import Ingestor
@@ -210,6 +210,7 @@ class Dispatcher:
                     raise SecretUnreadable("this order has sealed params and no vault is configured")
                 # inside the transaction: a secret that cannot be opened leaves the order QUEUED
                 claimed["params"] = unseal_params(claimed["params"], self.vault.unseal)
+            await apt_proxy.add_to_claim(tx, claimed)  # apt orders only: the others read nothing more
             tx.after_commit(self._count_claim)
         return claimed
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ikoma.runner.builtins import _common, docker
+from ikoma.runner.builtins import _common, apt_proxy, docker
 from ikoma.runner.builtins.apt import (
     NONINTERACTIVE,
     SIMULATE,
@@ -221,15 +221,8 @@ async def metrics(ctx: RemoteContext, params: dict[str, Any]) -> PlaybookResult:
 
 
 def _proxy_options(ctx: RemoteContext) -> list[str]:
-    """apt's proxy for this run only (aptProxyMode `proxy`): nothing is written on the machine."""
-    if not ctx.apt_proxy_url:
-        return []
-    return [
-        "-o",
-        f"Acquire::http::Proxy={ctx.apt_proxy_url}",
-        "-o",
-        f"Acquire::https::Proxy={ctx.apt_proxy_url}",
-    ]
+    """apt's proxy for this run only (aptProxyMode `proxy`), the same options a runner passes."""
+    return apt_proxy.options(ctx.apt_proxy_url)
 
 
 async def _apt_tools(ctx: RemoteContext) -> tuple[StepResult, dict[str, str]]:

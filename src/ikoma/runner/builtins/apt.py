@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ikoma.runner.builtins import _common
+from ikoma.runner.builtins import _common, apt_proxy
 from ikoma.runner.execution import ExecutionContext, StepResult
 from ikoma.runner.parsers import apt as parse
 from ikoma.runner.playbooks import PlaybookResult, invalid_params, playbook, step_errors
@@ -30,6 +30,15 @@ NOT_APPLICABLE_SUMMARY = "not applicable: no apt"
 def _not_applicable(ctx: ExecutionContext) -> PlaybookResult:
     step = _common.data_step(ctx, "apt", _common.not_applicable("apt not found"), time.monotonic())
     return PlaybookResult(summary=NOT_APPLICABLE_SUMMARY, steps=[step])
+
+
+def _proxy(ctx: ExecutionContext) -> list[str] | PlaybookResult:
+    """apt-get's proxy options for this run (the server's aptProxyMode `proxy`, from the claim), or the
+    refusal of a URL apt must not be given: never a silent fall back to going direct."""
+    try:
+        return apt_proxy.options(ctx.apt_proxy_url)
+    except apt_proxy.ProxyRefused as exc:
+        return PlaybookResult(summary=str(exc), errors=[{"message": str(exc), "code": "apt_proxy_invalid"}])
 
 
 def _counts_text(simulation: parse.AptSimulation) -> str:
@@ -62,16 +71,19 @@ async def analyze(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookResu
     apt_get = _common.which("apt-get")
     if apt_get is None:
         return _not_applicable(ctx)
+    proxy = _proxy(ctx)
+    if isinstance(proxy, PlaybookResult):
+        return proxy
     started = time.monotonic()
     steps: list[StepResult] = []
     notices = ""
     if refresh:
         # Off by default: an analysis should not depend on (or hammer) the mirrors, and the
         # machine's own apt timer normally keeps the lists fresh. Needs root.
-        update, notices = await _common.run_captured(ctx, "update", [apt_get, "update"])
+        update, notices = await _common.run_captured(ctx, "update", [apt_get, *proxy, "update"])
         steps.append(update)
     simulate, text = await _common.run_captured(
-        ctx, "simulate", [apt_get, *SIMULATE, "dist-upgrade"], time_limit=SIMULATE_TIME_LIMIT
+        ctx, "simulate", [apt_get, *SIMULATE, *proxy, "dist-upgrade"], time_limit=SIMULATE_TIME_LIMIT
     )
     steps.append(simulate)
     if simulate.status != "SUCCEEDED":
@@ -137,6 +149,9 @@ async def upgrade(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookResu
     apt_get = _common.which("apt-get")
     if apt_get is None:
         return _not_applicable(ctx)
+    proxy = _proxy(ctx)
+    if isinstance(proxy, PlaybookResult):
+        return proxy
     started = time.monotonic()
     # `install --only-upgrade` upgrades the named packages if installed and never installs new ones.
     action = ["install", "--only-upgrade", *packages] if packages else ["upgrade"]
@@ -145,7 +160,7 @@ async def upgrade(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookResu
     # The plan is simulated first in both modes: it tells what the real run is about to change,
     # which apt's own progress output does not say in a parseable way.
     plan, plan_text = await _common.run_captured(
-        ctx, "plan", [apt_get, *SIMULATE, *action], time_limit=SIMULATE_TIME_LIMIT
+        ctx, "plan", [apt_get, *SIMULATE, *proxy, *action], time_limit=SIMULATE_TIME_LIMIT
     )
     steps.append(plan)
     if plan.status != "SUCCEEDED":
@@ -162,7 +177,7 @@ async def upgrade(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookResu
                 summary=message, steps=steps, errors=[{"message": message, "code": "missing_program"}]
             )
         # The step environment is an allow-list; `env` adds the one variable apt needs, no shell.
-        argv = [env, "DEBIAN_FRONTEND=noninteractive", apt_get, *NONINTERACTIVE, *action]
+        argv = [env, "DEBIAN_FRONTEND=noninteractive", apt_get, *NONINTERACTIVE, *proxy, *action]
         run, output = await _common.run_captured(ctx, "upgrade", argv)
         steps.append(run)
     reboot = parse.reboot_required(REBOOT_ROOT)
