@@ -104,3 +104,17 @@ def test_bad_parameters_are_refused_with_a_reason(live_server: support.LiveServe
             assert answer.json()["reason"] == "validation_error"
     no_credential = httpx.get(f"{live_server.url}/v1/events")
     assert no_credential.status_code == 401
+
+
+def test_revoking_an_api_client_over_http_names_who_revoked_it(live_server: support.LiveServer) -> None:
+    with live_server.admin() as admin:
+        created = admin.post(
+            "/v1/api-clients", json={"name": f"c-{uuid.uuid4().hex[:8]}", "role": "observer"}
+        )
+        assert created.status_code == 201, created.text
+        client_id = created.json()["id"]
+        assert admin.delete(f"/v1/api-clients/{client_id}").status_code == 200
+        revoked = [
+            e for e in every_event(admin, kind="api_client.revoked") if e["data"].get("clientId") == client_id
+        ]
+    assert [e["actor"] for e in revoked] == ["admin"]

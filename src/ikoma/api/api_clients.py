@@ -43,6 +43,6 @@ async def get_api_client(client_id: uuid.UUID, ctx: Ctx) -> Any:
 
 
 @router.delete("/{client_id}", response_model=ApiClientPublic, responses=ERRORS)
-async def revoke_api_client(client_id: uuid.UUID, ctx: Ctx) -> Any:
+async def revoke_api_client(client_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Any:
     """Revoked at once: the token's next request is refused with 401."""
-    return await api_clients.revoke_api_client(ctx.db, str(client_id))
+    return await api_clients.revoke_api_client(ctx.db, str(client_id), actor=principal.actor)

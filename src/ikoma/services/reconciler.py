@@ -198,6 +198,7 @@ class Reconciler:
                 downsampled=swept.downsampled,
                 trimmed=swept.trimmed,
                 snapshots_pruned=swept.snapshots_pruned,
+                events_pruned=swept.events_pruned,
             )
 
     async def _checkpoint(self) -> None:
