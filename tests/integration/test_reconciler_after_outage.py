@@ -146,3 +146,14 @@ async def test_a_late_failure_leaves_the_scheduled_retry_in_place(database: Data
         )
 
     assert (await h.fetch_order(database, order["id"]))["status"] == OrderStatus.QUEUED
+
+
+def test_the_grace_starts_again_when_the_api_begins_to_serve() -> None:
+    """A slow start-up must not eat the grace: it counts from the moment requests are accepted."""
+    reconciler = h.make_reconciler(None, stale_after=10.0)  # type: ignore[arg-type]
+    reconciler.started_at = 100.0  # run_forever began while start-up went on
+    assert not reconciler.in_grace(now=110.5)
+    reconciler.begin_grace()  # the API accepts requests from now on
+    assert reconciler.started_at is not None
+    assert reconciler.in_grace(now=reconciler.started_at + 9.9)
+    assert not reconciler.in_grace(now=reconciler.started_at + 10.0)

@@ -116,6 +116,8 @@ def create_app(
         )
         try:
             async with mcp.run():
+                if run_reconciler:
+                    ctx.reconciler.begin_grace()  # start-up is over: requests are accepted from here
                 yield
         finally:
             if ready is not None:

@@ -90,6 +90,12 @@ class Reconciler:
         now = time.monotonic() if now is None else now
         return now - self.started_at < self.stale_after
 
+    def begin_grace(self) -> None:
+        """The API is about to accept requests: runners can reach it from now on, so the grace starts
+        now. Start-up (migrations, leader election, other loops) may take seconds after `run_forever`
+        began under load; a grace counted from then could end before a runner's first heartbeat landed."""
+        self.started_at = time.monotonic()
+
     async def run_forever(self) -> None:
         self.started_at = time.monotonic()
         while True:
