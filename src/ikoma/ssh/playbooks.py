@@ -19,6 +19,7 @@ from ikoma.runner.builtins.apt import (
     SIMULATE_TIME_LIMIT,
     _counts_text,
     _validate_upgrade,
+    analysis_result,
 )
 from ikoma.runner.builtins.system import _mem_gib
 from ikoma.runner.execution import StepResult
@@ -280,31 +281,16 @@ async def apt_analyze(ctx: RemoteContext, params: dict[str, Any]) -> PlaybookRes
         )
         steps.append(hold)
         held = apt_parse.parse_held(hold_text) if hold.status == "SUCCEEDED" else []
-    simulation = apt_parse.parse_simulated_upgrade(text)
-    reboot = _reboot(found)
-    data: dict[str, Any] = {
-        "applicable": True,
-        "refreshed": refresh,
-        "upgrades": simulation["upgrades"],
-        "newInstalls": simulation["newInstalls"],
-        "removals": simulation["removals"],
-        "counts": {**simulation["counts"], "held": len(held)},
-        "keptBack": simulation["keptBack"],
-        "phased": simulation["phased"],
-        "held": held,
-        "heldChanged": simulation["heldChanged"],
-        "rebootRequired": reboot["required"],
-        "rebootPackages": reboot["packages"],
-        "importantLines": apt_parse.important_lines(notices + "\n" + text if notices else text),
-        "unrecognizedSections": simulation["unrecognizedSections"],
-    }
-    steps.append(_common.data_step(ctx, "analysis", data, started))
-    summary = _counts_text(simulation)
-    if held:
-        summary += f", {len(held)} held"
-    if reboot["required"]:
-        summary += ", reboot required"
-    return PlaybookResult(summary=summary, steps=steps, errors=step_errors(steps))
+    return analysis_result(
+        ctx,
+        refresh=refresh,
+        text=text,
+        notices=notices,
+        held=held,
+        reboot=_reboot(found),
+        steps=steps,
+        started=started,
+    )
 
 
 @ssh_playbook("apt.upgrade")

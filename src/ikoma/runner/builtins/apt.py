@@ -99,8 +99,32 @@ async def analyze(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookResu
         steps.append(hold)
         held = parse.parse_held(hold_text) if hold.status == "SUCCEEDED" else []
 
-    simulation = parse.parse_simulated_upgrade(text)
     reboot = parse.reboot_required(REBOOT_ROOT)
+    return analysis_result(
+        ctx,
+        refresh=refresh,
+        text=text,
+        notices=notices,
+        held=held,
+        reboot=reboot,
+        steps=steps,
+        started=started,
+    )
+
+
+def analysis_result(
+    ctx: ExecutionContext,
+    *,
+    refresh: bool,
+    text: str,
+    notices: str,
+    held: list[str],
+    reboot: parse.RebootStatus,
+    steps: list[StepResult],
+    started: float,
+) -> PlaybookResult:
+    """apt.analyze's report from the simulation's output, here or on an SSH machine (ssh/playbooks.py)."""
+    simulation = parse.parse_simulated_upgrade(text)
     data: dict[str, Any] = {
         "applicable": True,
         "refreshed": refresh,
