@@ -21,7 +21,7 @@ from ikoma.runner.builtins.apt import (
     _validate_upgrade,
     analysis_result,
 )
-from ikoma.runner.builtins.system import _mem_gib
+from ikoma.runner.builtins.system import _mem_gib, metrics_result
 from ikoma.runner.execution import StepResult
 from ikoma.runner.parsers import apt as apt_parse
 from ikoma.runner.parsers import system as parse
@@ -198,27 +198,15 @@ async def metrics(ctx: RemoteContext, params: dict[str, Any]) -> PlaybookResult:
     load = parse.parse_loadavg(found["loadavg"]) if found.get("loadavg", "").strip() else None
     memory = parse.parse_meminfo(found.get("meminfo", ""))
     df = parse.parse_df(found["df"]) if found.get("df", "").strip() else None
-    warnings = df["warnings"] if df else []
-    data: dict[str, Any] = {
-        "load": load,
-        "cpuCores": _int(found.get("nproc", "")),
-        "memory": memory,
-        "filesystems": df["filesystems"] if df else [],
-        "rootUsedPercent": df["rootUsedPercent"] if df else None,
-        "warnings": warnings,
-    }
-    steps.append(_common.data_step(ctx, "metrics", data, started))
-    parts = []
-    if load is not None:
-        parts.append(f"load {load['load1']:.2f}/{load['load5']:.2f}/{load['load15']:.2f}")
-    if memory["usedPercent"] is not None:
-        parts.append(f"memory {memory['usedPercent']:.0f}% used")
-    if df is not None and df["rootUsedPercent"] is not None:
-        parts.append(f"/ {df['rootUsedPercent']}% used")
-    summary = ", ".join(parts) or "no metrics"
-    if warnings:
-        summary += "; warning: " + "; ".join(w["message"] for w in warnings)
-    return PlaybookResult(summary=summary, steps=steps, errors=step_errors(steps))
+    return metrics_result(
+        ctx,
+        load=load,
+        cpu_cores=_int(found.get("nproc", "")),
+        memory=memory,
+        df=df,
+        steps=steps,
+        started=started,
+    )
 
 
 def _proxy_options(ctx: RemoteContext) -> list[str]:

@@ -142,17 +142,32 @@ async def metrics(ctx: ExecutionContext, params: dict[str, Any]) -> PlaybookResu
     memory = parse.parse_meminfo(_common.read_text("/proc/meminfo") or "")
     df_step, df = await _df(ctx)
     steps = [df_step] if df_step is not None else []
+    return metrics_result(
+        ctx, load=load, cpu_cores=os.cpu_count(), memory=memory, df=df, steps=steps, started=started
+    )
+
+
+def metrics_result(
+    ctx: ExecutionContext,
+    *,
+    load: parse.LoadAvg | None,
+    cpu_cores: int | None,
+    memory: parse.MemInfo,
+    df: parse.DfResult | None,
+    steps: list[StepResult],
+    started: float,
+) -> PlaybookResult:
+    """system.metrics' report from what was read, here or on an SSH machine (ssh/playbooks.py)."""
     warnings = df["warnings"] if df else []
     data: dict[str, Any] = {
         "load": load,
-        "cpuCores": os.cpu_count(),
+        "cpuCores": cpu_cores,
         "memory": memory,
         "filesystems": df["filesystems"] if df else [],
         "rootUsedPercent": df["rootUsedPercent"] if df else None,
         "warnings": warnings,
     }
     steps.append(_common.data_step(ctx, "metrics", data, started))
-
     parts = []
     if load is not None:
         parts.append(f"load {load['load1']:.2f}/{load['load5']:.2f}/{load['load15']:.2f}")
