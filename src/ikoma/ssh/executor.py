@@ -136,6 +136,8 @@ class SshExecutor:
 
     async def _presence(self, current: set[SshServer]) -> None:
         """The ssh runners are alive while the executor is: their heartbeat says so (runner online)."""
+        if not current:
+            return  # no ssh server: no write transaction for nothing
         caps = capabilities()
         async with self.db.write() as tx:  # one transaction for all: a beat per server is one UPDATE
             for server in current:
