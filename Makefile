@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run up test lint bench bench-ping bench-idle bench-fleet smoke install clean
+.PHONY: run up test lint bench bench-ping bench-idle bench-fleet bench-console smoke install clean
 
 # Recipes are silent (@) so that `make bench` prints nothing but its JSON on stdout.
 $(STAMP): pyproject.toml
@@ -51,6 +51,9 @@ bench-ping: $(STAMP) ## create→SUCCEEDED latency of 200 pings through `ikoma u
 # the server at API_URL, else IKOMA_API_URL, else http://127.0.0.1:$PORT (as `ikoma up` and the CLI)
 bench-idle: $(STAMP) ## server CPU and RSS of 1,000 runners long-polling with nothing to do, create→claim among them (JSON)
 	@$(BIN)/python bench/idle.py
+
+bench-console: $(STAMP) ## fleet and machine page render time and page/asset sizes with 500 servers and 24 h of metrics (JSON)
+	@$(BIN)/python bench/console.py
 
 smoke: ## walk Playbook → Server → Runner → Order → Claim → Start → Complete against a running server
 	bash scripts/smoke.sh
