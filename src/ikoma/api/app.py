@@ -21,6 +21,7 @@ from ikoma.api.guard import RequestGuard, known_query_parameters
 from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.api.request_context import RequestContext
+from ikoma.console import routes as console_routes
 from ikoma.services import webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.broadcast import EVENTS as EVENTS_CHANNEL
@@ -167,6 +168,7 @@ def create_app(
     app.include_router(audit_routes.router)
     app.include_router(event_routes.router)
     app.include_router(event_stream.router)
+    app.include_router(console_routes())  # the web console's pages and static files (console/)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes
     app.router.routes.append(mcp.route)

@@ -1,4 +1,4 @@
-"""The root, liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics (the root `/` is the console's fleet overview)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from ikoma import __version__
 from ikoma.api.deps import Ctx
@@ -35,12 +35,6 @@ class Readiness(BaseModel):
 
 READY_POLL_SECONDS = 0.1
 READY_PATIENCE_SECONDS = 60.0
-
-
-@router.get("/", include_in_schema=False)
-async def root() -> Response:
-    """A browser opening the bare address lands on the API documentation (there is no console yet)."""
-    return RedirectResponse("/docs", status_code=307)
 
 
 @router.get("/health")

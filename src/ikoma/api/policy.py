@@ -43,7 +43,6 @@ OBSERVER, BUILDER, OPERATOR, ADMIN = Role.OBSERVER, Role.BUILDER, Role.OPERATOR,
 
 POLICY: dict[tuple[str, str], Access] = {
     # --- public: probes, metrics, the API description -----------------------------------------------
-    ("GET", "/"): PUBLIC,  # redirects to /docs
     ("GET", "/health"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -127,6 +126,10 @@ POLICY: dict[tuple[str, str], Access] = {
     # --- the event log (issue 12): what each caller sees is cut to its server scope ------------------
     ("GET", "/v1/events"): OBSERVER,
     ("GET", "/v1/events/stream"): OBSERVER,
+    # --- the web console (issue 13): pages only read; their buttons call the routes of this table ------
+    ("GET", "/login"): PUBLIC,
+    ("GET", "/static/{path:path}"): PUBLIC,  # CSS, our script, vendored assets: the sign-in page needs them
+    ("GET", "/"): OBSERVER,  # the fleet overview (the API documentation stays at /docs, public)
 }
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
