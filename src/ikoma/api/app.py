@@ -10,6 +10,7 @@ import structlog
 from fastapi import Depends, FastAPI
 
 from ikoma import __version__, bootstrap
+from ikoma.api import action_logs as action_log_routes
 from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner
 from ikoma.api import audit as audit_routes
 from ikoma.api import events as event_routes
@@ -166,6 +167,7 @@ def create_app(
     app.include_router(tool_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(action_log_routes.router)
     app.include_router(event_routes.router)
     app.include_router(event_stream.router)
     app.include_router(console_routes())  # the web console's pages and static files (console/)

@@ -122,6 +122,9 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/execute/{tool}"): OBSERVER,
     ("GET", "/v1/tools"): OBSERVER,
     ("GET", "/v1/audit"): ADMIN,
+    # the action log (issue 13, seed 002): the audit log searched, same least role as /v1/audit
+    ("GET", "/action_logs"): ADMIN,
+    ("GET", "/action_logs/search"): ADMIN,
     ("POST", "/mcp"): OBSERVER,
     # --- the event log (issue 12): what each caller sees is cut to its server scope ------------------
     ("GET", "/v1/events"): OBSERVER,
