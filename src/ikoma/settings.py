@@ -159,6 +159,34 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=3600, validation_alias="IKOMA_WEBHOOK_POLL_INTERVAL"
     )
 
+    # --- users and sessions (issue 13, services/users.py, services/sessions.py) ---------------------
+    # the admin created at the first start when no user exists; its password is read from the file,
+    # written there (0600) when missing: default <data dir>/secrets/default_admin_password
+    default_admin_username: str = Field(default="admin", validation_alias="IKOMA_DEFAULT_ADMIN_USERNAME")
+    default_admin_email: str = Field(
+        default="admin@ikoma.local", validation_alias="IKOMA_DEFAULT_ADMIN_EMAIL"
+    )
+    default_admin_password_file: Path | None = Field(
+        default=None, validation_alias="IKOMA_DEFAULT_ADMIN_PASSWORD_FILE"
+    )
+    # a session's absolute lifetime, and how long it may stay unused (both by the database clock)
+    session_ttl: float = Field(default=43200.0, ge=60, le=90 * 86400, validation_alias="IKOMA_SESSION_TTL")
+    session_idle_timeout: float = Field(
+        default=7200.0, ge=60, le=90 * 86400, validation_alias="IKOMA_SESSION_IDLE_TIMEOUT"
+    )
+    # the session cookie gets `Secure` (sent over HTTPS only): set it when the console is served over TLS
+    cookie_secure: bool = Field(default=False, validation_alias="IKOMA_COOKIE_SECURE")
+    # failed sign-ins allowed per account and per client address within the window, then 429
+    login_max_failures_account: int = Field(
+        default=5, ge=1, le=100000, validation_alias="IKOMA_LOGIN_MAX_FAILURES_ACCOUNT"
+    )
+    login_max_failures_address: int = Field(
+        default=20, ge=1, le=100000, validation_alias="IKOMA_LOGIN_MAX_FAILURES_ADDRESS"
+    )
+    login_failure_window: float = Field(
+        default=900.0, ge=1, le=86400, validation_alias="IKOMA_LOGIN_FAILURE_WINDOW"
+    )
+
     @property
     def schedule_defaults(self) -> dict[str, int]:
         """Playbook key -> interval of the default schedules ({} when they are off)."""

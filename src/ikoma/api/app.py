@@ -13,10 +13,12 @@ from ikoma import __version__, bootstrap
 from ikoma.api import action_logs as action_log_routes
 from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner
 from ikoma.api import audit as audit_routes
+from ikoma.api import auth as auth_routes
 from ikoma.api import events as event_routes
 from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
 from ikoma.api import tools as tool_routes
+from ikoma.api import users as user_routes
 from ikoma.api import webhooks as webhook_routes
 from ikoma.api.guard import RequestGuard, known_query_parameters
 from ikoma.api.mcp import McpEndpoint
@@ -25,6 +27,7 @@ from ikoma.api.request_context import RequestContext
 from ikoma.console import routes as console_routes
 from ikoma.services import webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
+from ikoma.services.admin_user import ensure_admin_user
 from ikoma.services.broadcast import EVENTS as EVENTS_CHANNEL
 from ikoma.services.event_fanout import EventFanout, EventLog
 from ikoma.services.events import NEW_EVENTS
@@ -76,7 +79,10 @@ def create_app(
             ctx.db, settings.admin_key.get_secret_value() if settings.admin_key else None
         )
         ctx.keyring = setup.keyring
-        app.state.admin_key_announcement = setup.announcement
+        # issue 13: the console's first admin when no user exists (its password file named, never shown)
+        admin_user = await ensure_admin_user(ctx.db, settings)
+        app.state.admin_key_announcement = f"{setup.announcement}\n{admin_user.announcement}"
+        app.state.admin_password_file = admin_user.password_file
         # wake-ups from the other replicas, then the background loops on the elected replica only
         await ctx.broadcast.start()
         if run_reconciler:
@@ -106,7 +112,7 @@ def create_app(
             base = f"http://{settings.host}:{settings.port}"
             print(
                 f"IKOMA {__version__} on {base}  (API {base}/v1, docs {base}/docs, metrics {base}/metrics)\n"
-                f"database: {redact(url)}\n{setup.announcement}",
+                f"database: {redact(url)}\n{app.state.admin_key_announcement}",
                 flush=True,
             )
         ready = (
@@ -170,7 +176,11 @@ def create_app(
     app.include_router(action_log_routes.router)
     app.include_router(event_routes.router)
     app.include_router(event_stream.router)
+    # the console before /users/{user_id}: its page /users/manage must be matched first
     app.include_router(console_routes())  # the web console's pages and static files (console/)
+    app.include_router(auth_routes.router)
+    app.include_router(auth_routes.me_router)
+    app.include_router(user_routes.router)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes
     app.router.routes.append(mcp.route)

@@ -18,12 +18,13 @@ import structlog
 from fastapi import APIRouter, Header, Query, Request, Security
 from starlette.responses import Response
 
+from ikoma.api import session_cookie
 from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
 from ikoma.api.errors import short_error
 from ikoma.api.policy import presented_credential
 from ikoma.bootstrap import Context
 from ikoma.domain.errors import Invalid, NotFound, Unauthorized
-from ikoma.services import api_clients, logs, orders
+from ikoma.services import api_clients, logs, orders, sessions
 from ikoma.services.event_fanout import EventFanout, EventFilter, frame, retry_frame
 from ikoma.services.identity import Principal
 
@@ -72,8 +73,18 @@ def credential_check(ctx: Context, request: Request) -> Callable[[], Awaitable[b
     database outage is no revocation: the stream goes on.
     """
     presented = presented_credential(request.scope) or ""
+    # the console's session (issue 13) when no credential header opened the stream
+    cookie = None if presented else session_cookie.read(request.scope)
 
     async def still_allowed() -> bool:
+        if cookie is not None:
+            try:
+                await sessions.authenticate(ctx.db, cookie, idle_timeout_s=ctx.settings.session_idle_timeout)
+            except Unauthorized:
+                return False  # logged out, expired, or the user disabled or deleted
+            except Exception as exc:
+                log.warning("sse_credential_check_failed", error=type(exc).__name__)
+            return True
         try:
             ctx.keyring.verify(presented)
             return True

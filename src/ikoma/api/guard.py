@@ -7,6 +7,10 @@ limit: not JSON → 400 `invalid_json`, another media type → 415, NUL in any s
 included); a POST to `/mcp` must say `application/json` itself (415). Runner bodies are read by their
 handlers, after the runner authenticated (`api/runner.py`).
 
+Sign-in and sign-out (`POST /auth/login`, `POST /auth/logout`) also take an HTML form
+(`application/x-www-form-urlencoded`, the console's pages work without script): read under the same
+limit, NUL refused, handed on as a form. Every other route stays JSON-only.
+
 `known_query_parameters` is an app-wide dependency: a query parameter the route does not declare is
 refused (422 `unknown_query_parameter`) instead of being silently ignored.
 """
@@ -31,6 +35,8 @@ MCP_PATH = "/mcp"
 EXECUTE_PREFIX = "/execute/"
 LIMIT_SETTING = "IKOMA_BODY_LIMIT_ADMIN"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# the only routes whose form bodies are read as forms (elsewhere curl's default form type means JSON)
+FORM_ROUTES = frozenset({("POST", "/auth/login"), ("POST", "/auth/logout")})
 # the runner routes are plain Starlette routes: their query parameters are listed here
 RUNNER_QUERY: dict[str, frozenset[str]] = {"/v1/runner/orders/claim-next": frozenset({"wait"})}
 
@@ -73,6 +79,17 @@ def _check_mcp_media_type(content_type: str | None) -> None:
             f"MCP messages are JSON (Content-Type: {bodies.JSON_TYPE}), not {media[:100] or 'untyped'}",
             contentType=media[:100] or None,
         )
+
+
+def _is_form(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() == bodies.FORM_TYPE
+
+
+def _refuse_nul_in_form(raw: bytes) -> None:
+    if b"\x00" in raw or b"%00" in raw:
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                raise bodies.nul_error(name.replace("\x00", "\\u0000"))
 
 
 def _with_json_type(scope: Scope) -> Scope:
@@ -126,6 +143,10 @@ class RequestGuard:
             return scope, bodies.limited(receive, limit=self.limit, setting=LIMIT_SETTING, declared=declared)
         mcp = scope["path"] == MCP_PATH
         content_type = bodies.header(scope, b"content-type")
+        if (scope["method"], scope["path"]) in FORM_ROUTES and _is_form(content_type):
+            raw = await bodies.read(receive, limit=self.limit, setting=LIMIT_SETTING, declared=declared)
+            _refuse_nul_in_form(raw)
+            return scope, _replay(raw, receive)
         if not mcp:  # MCP answers its own protocol errors (JSON-RPC parse error); its type is checked above
             bodies.check_media_type(content_type)
         raw = await bodies.read(receive, limit=self.limit, setting=LIMIT_SETTING, declared=declared)

@@ -2,8 +2,9 @@
 
 Every route is listed with the least role that may call it (observer < builder < operator < admin), or
 as RUNNER (the handler checks the runner token against the database) or PUBLIC. Credentials: the admin
-key or an API client token, in `X-Api-Key`, `Authorization: Bearer` or `x-ikoma-admin-key`. `X-Role`
-may lower the role a request acts with, never raise it. Finer rules (a playbook's own role, a client's
+key or an API client token, in `X-Api-Key`, `Authorization: Bearer` or `x-ikoma-admin-key`; without
+one, the console's session cookie `ikoma_session` (a user: services/sessions.py). `X-Role` may lower
+the role a request acts with, never raise it. Finer rules (a playbook's own role, a client's
 server scope) are checked by the route with the Principal this middleware puts in the request state.
 
 Every mutating request is audited here before it runs (if the entry cannot be written, the request is
@@ -11,6 +12,12 @@ refused) and again if it fails — or, for the routes in AUDITED_IN_TRANSACTION,
 its action (api/audit_in_transaction.py); `/execute` and `/mcp` are audited by the tool path itself,
 with the tool, and a tool call refused here (no credential, an X-Role above it) is audited under its
 tool too.
+
+A cookie-authenticated mutation must carry the session's CSRF token in `X-CSRF-Token` (or, for a form
+posted to `/auth/logout`, in its `csrf_token` field): else 403 `csrf_failed`. A header credential never
+needs one: a browser does not send it by itself. A browser's page request (a GET accepting text/html)
+without a valid credential is sent to `/login?next=...` (303) instead of getting the JSON 401; a dead
+session cookie is cleared in the answer.
 """
 
 from __future__ import annotations
@@ -18,18 +25,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Literal
+from urllib.parse import parse_qs
 
 import structlog
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ikoma.api import bodies, session_cookie
 from ikoma.api.audit_in_transaction import audited_in_transaction
 from ikoma.api.errors import error_response, is_database_outage
 from ikoma.api.mcp import called_tool
 from ikoma.bootstrap import Context
-from ikoma.domain.errors import DomainError, Unauthorized
+from ikoma.domain.errors import DomainError, Forbidden, Unauthorized
 from ikoma.domain.roles import Role, lowered
-from ikoma.services import api_clients, audit, tools
+from ikoma.services import api_clients, audit, sessions, tools
 from ikoma.services.identity import Principal
 from ikoma.services.tools import AUDIT_UNAVAILABLE
 
@@ -133,6 +142,20 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/login"): PUBLIC,
     ("GET", "/static/{path:path}"): PUBLIC,  # CSS, our script, vendored assets: the sign-in page needs them
     ("GET", "/"): OBSERVER,  # the fleet overview (the API documentation stays at /docs, public)
+    # --- users and sessions (issue 13, seed 002): sign-in checks its own credentials ------------------
+    ("POST", "/auth/login"): PUBLIC,
+    ("POST", "/auth/logout"): OBSERVER,
+    ("GET", "/auth/me"): OBSERVER,  # any signed-in user; a key that is no user gets 400 not_a_user
+    ("PUT", "/auth/me"): OBSERVER,
+    ("PUT", "/auth/me/password"): OBSERVER,
+    ("POST", "/auth/me/totp"): OBSERVER,
+    ("POST", "/auth/me/totp/confirm"): OBSERVER,
+    ("POST", "/auth/me/totp/disable"): OBSERVER,
+    ("GET", "/users"): ADMIN,
+    ("POST", "/users"): ADMIN,
+    ("GET", "/users/{user_id}"): ADMIN,
+    ("PUT", "/users/{user_id}"): ADMIN,
+    ("DELETE", "/users/{user_id}"): ADMIN,
 }
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -145,6 +168,49 @@ RUNNER_PREFIX = "/v1/runner/"
 TARGET_CHARS = 300  # audit_log.target: a longer path is cut, not refused by the database
 # an MCP message read to name the tool of a refused call; a bigger one is audited as `POST /mcp`
 MCP_PEEK_BYTES = 64 * 1024
+LOGOUT_PATH = "/auth/logout"
+CSRF_FIELD = "csrf_token"
+LOGOUT_FORM_LIMIT = 16 * 1024  # a sign-out form holds one hidden field
+
+
+def csrf_failed() -> Forbidden:
+    return Forbidden(
+        "this request needs the session's CSRF token (header X-CSRF-Token)", reason="csrf_failed"
+    )
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    pending = [raw]
+
+    async def replay() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def checked_csrf(scope: Scope, receive: Receive, raw_id: str) -> Receive:
+    """`receive` once the request carries the session's CSRF token, else 403 `csrf_failed`.
+
+    The form field is read only for a form posted to `/auth/logout` (the console's sign-out button
+    works without script); its body is handed on unchanged.
+    """
+    header = _header(scope, b"x-csrf-token")
+    if header is not None:
+        if sessions.csrf_matches(raw_id, header):
+            return receive
+        raise csrf_failed()
+    content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+    if scope["path"] == LOGOUT_PATH and content_type == bodies.FORM_TYPE:
+        declared = bodies.declared_length(scope)
+        raw = await bodies.read(
+            receive, limit=LOGOUT_FORM_LIMIT, setting="(sign-out form)", declared=declared
+        )
+        fields = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+        if sessions.csrf_matches(raw_id, (fields.get(CSRF_FIELD) or [""])[0]):
+            return _replay(raw, receive)
+    raise csrf_failed()
 
 
 async def refused_tool_action(scope: Scope, receive: Receive) -> str | None:
@@ -266,12 +332,23 @@ class PolicyMiddleware:
         action = f"{method} {template}"
         audited = method in MUTATING and not scope["path"].startswith(SELF_AUDITED_PREFIXES)
         presented = presented_credential(scope)
+        # the console's cookie counts only when no credential header is presented
+        cookie = None if presented else session_cookie.read(scope)
+        session: sessions.SessionPrincipal | None = None
         principal: Principal | None = None
         try:
-            principal = await self._authenticate(ctx, presented)
+            if cookie is None:
+                principal = await self._authenticate(ctx, presented)
+            else:
+                session = await sessions.authenticate(
+                    ctx.db, cookie, idle_timeout_s=ctx.settings.session_idle_timeout
+                )
+                principal = session.principal
             acting = lowered(principal.granted_role, _header(scope, b"x-role"))
             principal = replace(principal, role=acting)
             principal.require(needed, action)
+            if session is not None and cookie is not None and method in MUTATING:
+                receive = await checked_csrf(scope, receive, cookie)
         except DomainError as refusal:
             # refusals of mutations and tool calls are audited too (who tried what, with which key)
             if audited or scope["path"].startswith(SELF_AUDITED_PREFIXES):
@@ -286,12 +363,12 @@ class PolicyMiddleware:
                     await audit.record(ctx.db, denied, mirror=ctx.settings.audit_log)
                 except Exception as exc:  # the refusal stands either way
                     log.warning("audit_write_failed", action=action, error=type(exc).__name__)
-            details = refusal.details or None
-            await error_response(refusal.status_code, refusal.reason, refusal.message, details=details)(
-                scope, receive, send
-            )
+            await self._refuse(scope, receive, send, refusal, cookie)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        if session is not None:
+            state["csrf_token"] = session.csrf_token
         if not audited:
             await self.app(scope, receive, send)
             return
@@ -323,6 +400,25 @@ class PolicyMiddleware:
                 await audit.record(ctx.db, failed, mirror=ctx.settings.audit_log)
             except Exception as exc:
                 log.warning("audit_write_failed", action=action, error=type(exc).__name__)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, refusal: DomainError, cookie: str | None
+    ) -> None:
+        """The refusal's error answer; a browser without a valid session is sent to sign in instead."""
+        unauthenticated = isinstance(refusal, Unauthorized)
+        signing_out = scope["path"] == LOGOUT_PATH and "text/html" in (_header(scope, b"accept") or "")
+        if unauthenticated and (session_cookie.wants_html(scope) or signing_out):
+            response = session_cookie.login_redirect(
+                None if signing_out else session_cookie.requested_path(scope),
+                error="session_expired" if cookie is not None else None,
+            )
+        else:
+            details = refusal.details or None
+            response = error_response(refusal.status_code, refusal.reason, refusal.message, details=details)
+        if unauthenticated and cookie is not None:  # a dead session: the browser forgets it
+            secure = self.ctx().settings.cookie_secure
+            response.headers.append("set-cookie", session_cookie.clear_header(secure=secure))
+        await response(scope, receive, send)
 
     async def _authenticate(self, ctx: Context, presented: str | None) -> Principal:
         if not presented:

@@ -45,6 +45,10 @@ KINDS = (
     "tool.refused",
     "api_client.created",
     "api_client.revoked",
+    "user.created",
+    "user.updated",
+    "user.disabled",
+    "user.deleted",
 )
 
 CANCEL_REQUESTED = "cancel_requested"  # the order event reason of a cancel asked of a RUNNING order

@@ -53,7 +53,7 @@ _INSERT = Prepared(insert(audit_log))
 @dataclass(frozen=True)
 class AuditEntry:
     channel: Channel
-    actor_kind: str  # admin | api_client | anonymous
+    actor_kind: str  # admin | api_client | user (a console session) | anonymous
     actor_id: str | None
     token_prefix: str | None
     role: str | None
@@ -168,7 +168,7 @@ def _publish_tool_call(tx: Tx, entry: AuditEntry) -> None:
     `error` outcome of a call is its order's `order.failed`. Never the params, not even masked."""
     if entry.channel == "rest" or entry.outcome == "error":
         return
-    actor = entry.actor_kind  # `admin`, `anonymous` (no valid credential)
+    actor = entry.actor_kind  # `admin`, `anonymous` (no valid credential); else `<kind>:<id>` (`user:<id>`)
     if entry.actor_kind != "admin" and entry.actor_id is not None:
         actor = f"{entry.actor_kind}:{entry.actor_id}"
     events.publish(

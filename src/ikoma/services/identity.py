@@ -1,4 +1,5 @@
-"""Who is calling: the admin key or an API client, with the role they act with and their server scope."""
+"""Who is calling: the admin key, an API client or a signed-in user, with the role they act with and
+their server scope."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 from ikoma.domain.errors import Forbidden, NotFound
 from ikoma.domain.roles import Role
 
-PrincipalKind = Literal["admin", "api_client"]
+PrincipalKind = Literal["admin", "api_client", "user"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """How timelines and events name who did it: `admin`, or `api_client:<id>`."""
+        """How timelines and events name who did it: `admin`, `api_client:<id>` or `user:<id>`."""
         return "admin" if self.kind == "admin" else f"{self.kind}:{self.id}"
 
     def allows(self, needed: Role) -> bool:

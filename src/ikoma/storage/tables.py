@@ -592,3 +592,54 @@ Index("ix_events_server", events.c.server_id, events.c.id)
 Index("ix_events_order", events.c.order_id, events.c.id)
 # retention deletes by age
 Index("ix_events_ts", events.c.ts)
+
+# --- users and sessions (migration 0013) -----------------------------------------------------------
+# Console accounts (seed 002). Usernames and emails are stored lower-cased, so unique means unique
+# whatever the case. The password is an argon2id hash; the TOTP secret is sealed by the vault.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("first_name", String(100), nullable=False),
+    Column("last_name", String(100), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("totp_secret", Text),
+    Column("totp_enabled", Boolean, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("password_changed_at", Timestamp, nullable=False, server_default=db_now()),
+    CheckConstraint(f"role IN ({ROLES})", name="role"),
+)
+
+# One row per sign-in, keyed by the SHA-256 of the cookie's random id (the id itself is never stored).
+# Ended sessions are kept (ended_at, end_reason) until their user is deleted.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("last_seen_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("ended_at", Timestamp),
+    Column("end_reason", String(32)),
+    Column("client_address", String(64)),
+)
+Index("ix_user_sessions_user_id", user_sessions.c.user_id)
+
+# Failed sign-ins, the login rate limiter's state (services/login_limits.py), shared by every replica.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("account", String(254), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", Timestamp, nullable=False, server_default=db_now()),
+)
+Index("ix_login_failures_account_at", login_failures.c.account, login_failures.c.at)
+Index("ix_login_failures_address_at", login_failures.c.address, login_failures.c.at)
+Index("ix_login_failures_at", login_failures.c.at)
