@@ -142,6 +142,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/login"): PUBLIC,
     ("GET", "/static/{path:path}"): PUBLIC,  # CSS, our script, vendored assets: the sign-in page needs them
     ("GET", "/"): OBSERVER,  # the fleet overview (the API documentation stays at /docs, public)
+    ("GET", "/machines/{server_id}"): OBSERVER,
     # --- users and sessions (issue 13, seed 002): sign-in checks its own credentials ------------------
     ("POST", "/auth/login"): PUBLIC,
     ("POST", "/auth/logout"): OBSERVER,

@@ -11,9 +11,9 @@ from fastapi import APIRouter
 
 def routes() -> APIRouter:
     """Every console page, for `create_app` to include (imported here so importing the package is cheap)."""
-    from ikoma.console import fleet, pages
+    from ikoma.console import fleet, machine, pages
 
     router = APIRouter(include_in_schema=False)
-    for part in (pages, fleet):
+    for part in (pages, fleet, machine):
         router.include_router(part.router)
     return router

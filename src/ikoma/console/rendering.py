@@ -82,6 +82,13 @@ def can(request: Request, method: str, route_template: str) -> bool:
     return principal is not None and principal.allows(access)
 
 
+def can_run_playbooks(request: Request) -> bool:
+    """Whether to offer "Run": the run page exists for this principal and it is above observer (an
+    observer is offered no run anywhere; the playbook's own role is checked by the run page and API)."""
+    principal = principal_of(request)
+    return principal is not None and principal.role > Role.OBSERVER and can(request, "GET", "/run")
+
+
 def csrf_token(request: Request) -> str:
     """The session's CSRF token (put in the request state by the policy middleware with the session's
     principal), or "" for a request authenticated by a key header, which needs none."""
@@ -108,6 +115,16 @@ def static_url(path: str) -> str:
     if found is None:
         raise LookupError(f"no static file {path!r} in the package")  # a template's typo fails its test
     return f"/static/{path}?v={found[1]}"
+
+
+@cache
+def vendor_url(package: str, file: str) -> str:
+    """The URL of a vendored file (`vendor_url("uplot", "uPlot.iife.min.js")`), whatever version
+    scripts/refresh_console_assets.py pinned: `vendor/<package>-<version>/` holds one version."""
+    for entry in static_root().joinpath("vendor").iterdir():
+        if entry.is_dir() and entry.name.startswith(f"{package}-") and entry.joinpath(file).is_file():
+            return static_url(f"vendor/{entry.name}/{file}")
+    raise LookupError(f"{package}/{file} is not vendored: run scripts/refresh_console_assets.py")
 
 
 # --- filters -------------------------------------------------------------------------------------------
@@ -185,7 +202,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(can=can, static_url=static_url, nav=NAV)
+    env.globals.update(
+        can=can, can_run_playbooks=can_run_playbooks, static_url=static_url, vendor_url=vendor_url, nav=NAV
+    )
     env.filters.update(
         markdown=render_markdown,
         json_data=json_data,
