@@ -143,6 +143,13 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/static/{path:path}"): PUBLIC,  # CSS, our script, vendored assets: the sign-in page needs them
     ("GET", "/"): OBSERVER,  # the fleet overview (the API documentation stays at /docs, public)
     ("GET", "/machines/{server_id}"): OBSERVER,
+    ("GET", "/run"): OBSERVER,  # observers get the page without a form: they run nothing from it
+    ("GET", "/orders"): OBSERVER,
+    ("GET", "/orders/{order_id}"): OBSERVER,
+    ("GET", "/action-log"): ADMIN,  # as GET /action_logs, which it shows
+    ("GET", "/users/manage"): ADMIN,
+    ("GET", "/api-clients/manage"): ADMIN,
+    ("GET", "/runners/manage"): ADMIN,
     # --- users and sessions (issue 13, seed 002): sign-in checks its own credentials ------------------
     ("POST", "/auth/login"): PUBLIC,
     ("POST", "/auth/logout"): OBSERVER,
