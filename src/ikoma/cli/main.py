@@ -19,6 +19,7 @@ from ikoma.cli import runner as runner_agent
 from ikoma.cli import ssh_executor as ssh_executor_cli
 from ikoma.cli import state as state_cli
 from ikoma.cli import tools as tools_cli
+from ikoma.cli import users as users_cli
 from ikoma.cli import webhooks as webhooks_cli
 from ikoma.settings import Settings, SettingsError, load_settings
 
@@ -37,6 +38,7 @@ app.add_typer(state_cli.app, name="state")
 app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(webhooks_cli.app, name="webhooks")
+app.add_typer(users_cli.app, name="users")
 app.command("mcp")(mcp_stdio.mcp)
 app.command("wait")(readiness.wait)
 app.command("events")(events_cli.events)
@@ -99,7 +101,8 @@ def up(
     port: Annotated[int | None, typer.Option(help="default: PORT or 3000")] = None,
     no_runner: Annotated[bool, typer.Option("--no-runner", help="start no runner for this machine")] = False,
 ) -> None:
-    """API, reconciler and a runner for this machine, SQLite in ./data; prints the admin key and URLs."""
+    """API, reconciler and a runner for this machine, SQLite in ./data; prints the admin key and URLs,
+    and where the console's first admin password is (data/secrets/default_admin_password)."""
     os.environ.setdefault("IKOMA_DATA_DIR", str(data_dir))
     # one machine, no operator yet: collect facts, metrics, apt and docker state out of the box
     os.environ.setdefault("IKOMA_DEFAULT_SCHEDULES", "true")

@@ -9,11 +9,13 @@ decides, the others find it taken (and remove the password file they wrote, whic
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from sqlalchemy import select
 
 from ikoma.domain import passwords
 from ikoma.domain.errors import Conflict
@@ -21,6 +23,7 @@ from ikoma.domain.roles import Role
 from ikoma.services import users
 from ikoma.settings import Settings
 from ikoma.storage.database import Database
+from ikoma.storage.tables import users as users_table
 
 log = structlog.get_logger("ikoma.users")
 
@@ -58,6 +61,14 @@ def _read_or_write(path: Path) -> tuple[str, bool]:
     return generated, True
 
 
+async def _is_password_of(db: Database, username: str, password: str) -> bool:
+    async with db.read() as tx:
+        stored = (
+            await tx.execute(select(users_table.c.password_hash).where(users_table.c.username == username))
+        ).scalar_one_or_none()
+    return await asyncio.to_thread(passwords.verify_password, stored, password)
+
+
 async def ensure_admin_user(db: Database, settings: Settings) -> AdminUserSetup:
     path = password_file(settings)
     login_hint = f"sign in at http://{settings.host}:{settings.port}/login"
@@ -77,8 +88,8 @@ async def ensure_admin_user(db: Database, settings: Settings) -> AdminUserSetup:
             actor="system",
         )
     except Conflict:
-        # another replica created it first: the file we just wrote holds a password nobody uses
-        if written:
+        # another replica created it first; a file we just wrote with another password would mislead
+        if written and not await _is_password_of(db, username, password):
             path.unlink(missing_ok=True)
         return AdminUserSetup(False, path, f"console: {login_hint}")
     log.info("admin_user_created", username=username, password_file=str(path))

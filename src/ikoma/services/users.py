@@ -9,6 +9,7 @@ enabled admin can be neither disabled, demoted nor deleted (409 `last_admin`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from typing import Any
@@ -153,6 +154,20 @@ async def get_user(db: Database, user_id: str) -> dict[str, Any]:
         row = (await tx.execute(select(*PUBLIC_COLUMNS).where(users.c.id == user_id))).mappings().first()
     if row is None:
         raise _not_found(user_id)
+    return dict(row)
+
+
+async def find_user(db: Database, ref: str) -> dict[str, Any]:
+    """A user by id, username or email (the CLI's way to name one)."""
+    key = ref.strip().lower()
+    match = (users.c.username == key) | (users.c.email == key)
+    with contextlib.suppress(ValueError):  # not an id: a username or email only
+        match = match | (users.c.id == str(uuid.UUID(key)))
+    async with db.read() as tx:
+        query = select(*PUBLIC_COLUMNS).where(match)
+        row = (await tx.execute(query)).mappings().first()
+    if row is None:
+        raise NotFound("no user with this id, username or email", reason="user_not_found", user=ref)
     return dict(row)
 
 
