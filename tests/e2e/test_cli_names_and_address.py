@@ -184,9 +184,15 @@ def ended_as_zombie(pid: int) -> bool:
         return stat.read().rpartition(")")[2].split()[0] == "Z"
 
 
-def test_the_root_address_redirects_to_the_documentation_without_a_key(
+def test_the_root_address_is_the_console_behind_sign_in_and_the_documentation_stays_public(
     live_server: support.LiveServer,
 ) -> None:
-    root = httpx.get(f"{live_server.url}/", follow_redirects=False, trust_env=False)
-    assert root.status_code == 307
-    assert root.headers["location"] == "/docs"
+    root = httpx.get(
+        f"{live_server.url}/", headers={"Accept": "text/html"}, follow_redirects=False, trust_env=False
+    )
+    assert root.status_code == 303
+    assert root.headers["location"] == "/login"
+    sign_in = httpx.get(f"{live_server.url}/login", trust_env=False)
+    assert sign_in.status_code == 200
+    assert 'id="login-form"' in sign_in.text
+    assert httpx.get(f"{live_server.url}/docs", trust_env=False).status_code == 200

@@ -140,6 +140,9 @@ def check_what_the_block_left(port: int, key: str, output: str) -> None:
     assert smoke_runners, "the smoke's runner should stay as history, revoked"
     assert all(r["revokedAt"] and r["serverId"] is None for r in smoke_runners), smoke_runners
 
-    # a browser opening the address lands on the documentation
-    root = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=False, trust_env=False)
-    assert (root.status_code, root.headers["location"]) == (307, "/docs")
+    # a browser opening the address is asked to sign in to the console; the API documentation stays public
+    root = httpx.get(
+        f"http://127.0.0.1:{port}/", headers={"Accept": "text/html"}, follow_redirects=False, trust_env=False
+    )
+    assert (root.status_code, root.headers["location"]) == (303, "/login")
+    assert httpx.get(f"http://127.0.0.1:{port}/docs", trust_env=False).status_code == 200

@@ -22,7 +22,7 @@ from ikoma.bootstrap import Context
 from ikoma.console.rendering import CONTENT_SECURITY_POLICY
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.roles import Role
-from ikoma.services import api_clients, schedules, servers
+from ikoma.services import api_clients, schedules, servers, sessions, users
 from ikoma.settings import Settings
 from ikoma.storage.clock import db_now
 from ikoma.storage.tables import runners
@@ -32,6 +32,7 @@ from tests.integration.state_helpers import ingesting_dispatcher, run_order
 from tests.state_reports import ReportMaker
 
 ADMIN_KEY = "console-pages-test-admin-key-0123456789"
+PASSWORD = "a long enough test passphrase"
 MACHINE_SECTIONS = (
     "state",
     "hardware",
@@ -56,9 +57,18 @@ class Console:
         ctx: Context = self.app.state.ctx
         return ctx
 
-    async def credential(self, role: Role, server_ids: list[str] | None = None) -> dict[str, str]:
-        """Headers of a caller acting with `role` (an API client of that role; the page reads the same
-        principal a session gives)."""
+    async def signed_in(self, role: Role) -> dict[str, str]:
+        """The cookie of a new user of `role` signed in (a session, as the browser holds it)."""
+        name = f"u{uuid.uuid4().hex[:10]}"
+        user = await users.create_user(
+            self.ctx.db, username=name, email=f"{name}@example.net", password=PASSWORD, role=role, actor=None
+        )
+        async with self.ctx.db.write() as tx:
+            issued = await sessions.issue(tx, str(user["id"]), ttl_s=3600, address=None)
+        return {"Cookie": f"{sessions.COOKIE_NAME}={issued.raw_id}"}
+
+    async def scoped_client(self, role: Role, server_ids: list[str]) -> dict[str, str]:
+        """An API client limited to `server_ids` (users see every server; clients may be scoped)."""
         client = await api_clients.create_api_client(
             self.ctx.db,
             name=f"c-{uuid.uuid4().hex[:8]}",
@@ -67,6 +77,15 @@ class Console:
             server_ids=server_ids,
         )
         return {"X-Api-Key": str(client["token"])}
+
+    async def submit(self, form: Element, page: Element, headers: dict[str, str]) -> httpx.Response:
+        """What ikoma.js does with a `data-api-url` form: its method and URL, the page's CSRF token."""
+        token = page.find_all("meta", name="csrf-token")[0].get("content") or ""
+        return await self.http.request(
+            str(form.get("data-api-method")),
+            str(form.get("data-api-url")),
+            headers={**headers, "X-CSRF-Token": token, "Accept": "application/json"},
+        )
 
     async def page(self, path: str, headers: dict[str, str] | None = None, *, status: int = 200) -> Element:
         answer = await self.http.get(path, headers=headers or {})
@@ -149,7 +168,7 @@ async def test_fleet_lists_servers_needing_attention_first_with_counts_and_links
     await run_order(db, dispatcher, calm, await maker.apt_up_to_date())
     await beat(console, calm)
     lonely = await make_server(db, "z-no-runner")
-    observer = await console.credential(Role.OBSERVER)
+    observer = await console.signed_in(Role.OBSERVER)
 
     page = await console.page("/", observer)
 
@@ -167,7 +186,7 @@ async def test_fleet_search_filter_and_sort_narrow_and_order_the_table(console: 
     db = console.ctx.db
     for name in ("db-1", "web-2", "web-1"):
         await make_server(db, name)
-    observer = await console.credential(Role.OBSERVER)
+    observer = await console.signed_in(Role.OBSERVER)
 
     searched = await console.page("/?q=WEB", observer)
     assert [r.get("data-server-name") for r in fleet_rows(searched)] == ["web-1", "web-2"]
@@ -185,7 +204,7 @@ async def test_a_scoped_caller_sees_only_its_servers_and_no_other_machine_page(c
     db = console.ctx.db
     mine = await make_server(db, "mine")
     other = await make_server(db, "other")
-    scoped = await console.credential(Role.OPERATOR, server_ids=[str(mine["id"])])
+    scoped = await console.scoped_client(Role.OPERATOR, [str(mine["id"])])
 
     page = await console.page("/", scoped)
     assert [r.get("data-server-name") for r in fleet_rows(page)] == ["mine"]
@@ -204,11 +223,17 @@ async def test_what_a_server_is_named_is_shown_as_text_never_as_markup(console: 
     assert machine.find_all("h1")[0].text == "x<script>alert(1)</script>&"
 
 
-async def test_pages_need_a_credential(console: Console) -> None:
+async def test_a_browser_without_a_session_is_sent_to_sign_in_and_an_api_caller_gets_401(
+    console: Console,
+) -> None:
     for path in ("/", f"/machines/{uuid.uuid4()}"):
-        answer = await console.http.get(path)
-        assert answer.status_code in (401, 303), (path, answer.status_code)
-        assert "fleet-table" not in answer.text
+        browser = await console.http.get(path, headers={"Accept": "text/html,application/xhtml+xml"})
+        assert browser.status_code == 303, (path, browser.status_code)
+        location = browser.headers["location"]
+        assert location.partition("?")[0] == "/login"
+        assert path == "/" or "next=%2Fmachines%2F" in location, location
+        caller = await console.http.get(path)
+        assert caller.status_code == 401, (path, caller.status_code)
 
 
 # --- machine page --------------------------------------------------------------------------------------
@@ -218,7 +243,7 @@ async def test_machine_page_shows_every_section_from_the_services(
     console: Console, maker: ReportMaker
 ) -> None:
     pair, queued = await busy_machine(console, maker)
-    page = await console.page(f"/machines/{pair.server_id}", await console.credential(Role.OBSERVER))
+    page = await console.page(f"/machines/{pair.server_id}", await console.signed_in(Role.OBSERVER))
 
     for section in MACHINE_SECTIONS:
         page.by_id(section)
@@ -257,7 +282,7 @@ async def test_an_observer_is_offered_no_acknowledge_cancel_pin_or_run(
     console: Console, maker: ReportMaker
 ) -> None:
     pair, _ = await busy_machine(console, maker)
-    page = await console.page(f"/machines/{pair.server_id}", await console.credential(Role.OBSERVER))
+    page = await console.page(f"/machines/{pair.server_id}", await console.signed_in(Role.OBSERVER))
 
     buttons = page.buttons()
     for control in ("Acknowledge", "Cancel", "Pin", "Unpin"):
@@ -271,7 +296,7 @@ async def test_an_operators_controls_call_the_api_routes_that_do_the_work(
     console: Console, maker: ReportMaker
 ) -> None:
     pair, queued = await busy_machine(console, maker)
-    operator = await console.credential(Role.OPERATOR)
+    operator = await console.signed_in(Role.OPERATOR)
     page = await console.page(f"/machines/{pair.server_id}", operator)
 
     # acknowledge: the button's form posts the existing ack route
@@ -279,7 +304,13 @@ async def test_an_operators_controls_call_the_api_routes_that_do_the_work(
     ack = first.find_all("form", data_api_url=True)[0]
     assert ack.buttons() == ["Acknowledge"]
     assert ack.get("data-api-method") == "POST"
-    done = await console.http.post(str(ack.get("data-api-url")), headers=operator)
+    forged = await console.http.post(str(ack.get("data-api-url")), headers=operator)  # no CSRF token
+    assert (forged.status_code, forged.json()["reason"]) == (403, "csrf_failed")
+    observer = await console.signed_in(Role.OBSERVER)
+    observer_page = await console.page(f"/machines/{pair.server_id}", observer)
+    refused = await console.submit(ack, observer_page, observer)  # a control not offered, posted anyway
+    assert (refused.status_code, refused.json()["reason"]) == (403, "forbidden")
+    done = await console.submit(ack, page, operator)
     assert done.status_code == 200, done.text
     after = await console.page(f"/machines/{pair.server_id}", operator)
     acked = after.by_id("messages").find_all("li", data_message_id=first.get("data-message-id"))[0]
@@ -290,7 +321,7 @@ async def test_an_operators_controls_call_the_api_routes_that_do_the_work(
     log_row = page.by_id("logs").find_all("tr", data_artifact_id=True)[0]
     pin = log_row.find_all("form", data_api_url=True)[0]
     assert pin.buttons() == ["Pin"]
-    pinned = await console.http.post(str(pin.get("data-api-url")), headers=operator)
+    pinned = await console.submit(pin, page, operator)
     assert pinned.status_code == 200, pinned.text
     after = await console.page(f"/machines/{pair.server_id}", operator)
     row = after.by_id("logs").find_all("tr", data_artifact_id=log_row.get("data-artifact-id"))[0]
@@ -302,7 +333,7 @@ async def test_an_operators_controls_call_the_api_routes_that_do_the_work(
     order_row = page.by_id("orders").find_all("tr", data_order_id=str(queued["id"]))[0]
     cancel = order_row.find_all("form", data_api_url=True)[0]
     assert cancel.buttons() == ["Cancel"]
-    cancelled = await console.http.post(str(cancel.get("data-api-url")), headers=operator)
+    cancelled = await console.submit(cancel, page, operator)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == OrderStatus.CANCELLED.value
     after = await console.page(f"/machines/{pair.server_id}", operator)
@@ -315,13 +346,13 @@ async def test_a_running_order_is_listed_until_it_ends(console: Console) -> None
     dispatcher = ingesting_dispatcher(db, console.settings.data_dir)
     await make_order(db, pair.server_id)
     running = await claim_and_start(dispatcher, pair.identity)
-    page = await console.page(f"/machines/{pair.server_id}", {"X-Api-Key": ADMIN_KEY})
+    page = await console.page(f"/machines/{pair.server_id}", await console.signed_in(Role.ADMIN))
     row = page.by_id("orders").find_all("tr", data_order_id=str(running["id"]))[0]
     assert "RUNNING" in row.text
 
 
 async def test_an_unknown_server_is_a_not_found_page(console: Console) -> None:
-    page = await console.page(f"/machines/{uuid.uuid4()}", {"X-Api-Key": ADMIN_KEY}, status=404)
+    page = await console.page(f"/machines/{uuid.uuid4()}", await console.signed_in(Role.ADMIN), status=404)
     assert page.find_all("h1")[0].text == "No such server"
 
 

@@ -25,6 +25,7 @@ LOGIN_ERRORS = {
     "user_disabled": "This account is disabled. Ask an administrator.",
     "session_expired": "Your session has ended. Sign in again.",
     "signed_out": "You are signed out.",
+    "cross_site_request": "Sign-in from another site is refused: open this page and sign in here.",
 }
 UNKNOWN_LOGIN_ERROR = "Sign-in failed. Try again."
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".md": "text/plain"}

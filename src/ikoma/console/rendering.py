@@ -23,6 +23,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from ikoma.api import auth
 from ikoma.api.policy import POLICY
 from ikoma.domain.roles import Role
 from ikoma.services.identity import Principal
@@ -90,10 +91,9 @@ def can_run_playbooks(request: Request) -> bool:
 
 
 def csrf_token(request: Request) -> str:
-    """The session's CSRF token (put in the request state by the policy middleware with the session's
-    principal), or "" for a request authenticated by a key header, which needs none."""
-    token = request.scope.get("state", {}).get("csrf_token")
-    return token if isinstance(token, str) else ""
+    """The session's CSRF token for `<meta name="csrf-token">`; "" when a key header authenticated
+    the request (a header credential needs none: a browser never sends it by itself)."""
+    return auth.csrf_token(request) or ""
 
 
 @lru_cache(maxsize=512)  # bounded: a stranger asking for random paths grows nothing
