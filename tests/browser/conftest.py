@@ -17,13 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Playwright, expect, sync_playwright
 
 from tests import support
 from tests.browser import harness
 from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, DESKTOP, WAIT_MS, Console, ContextFactory
 
 _FAILED = pytest.StashKey[bool]()
+expect.set_options(timeout=WAIT_MS)  # Playwright's 5 s default is short for a loaded machine
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -97,3 +98,11 @@ def new_context(
     finally:
         for context in opened:
             context.close()
+
+
+@pytest.fixture
+def admin(console: Console, new_context: ContextFactory) -> BrowserContext:
+    """A browser context signed in as the bootstrap admin."""
+    context = new_context()
+    harness.sign_in(context, "admin", console.admin_password)
+    return context

@@ -15,7 +15,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import httpx
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page
 
 from tests import processes
 
@@ -34,6 +34,9 @@ SCREENSHOTS = os.environ.get("IKOMA_SCREENSHOTS", "")
 WAIT_MS = 60_000
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
+
+# set on a page's window by a test: a reload (or any navigation) would wipe it
+NO_RELOAD_MARK = "window.__ikomaStillThisPage"
 
 # new_context(**options) -> a browser context on the console (tests/browser/conftest.py)
 ContextFactory = Callable[..., BrowserContext]
@@ -104,3 +107,22 @@ def csrf_token(page: Page) -> str:
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
     assert token, "the page has no csrf-token meta element"
     return token
+
+
+def page_errors(page: Page) -> list[str]:
+    """Console errors and uncaught exceptions of `page` from now on (a CSP refusal shows up here)."""
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        source = message.location.get("url", "")
+        # the browser's own favicon request is not the page's doing (the layout names no icon)
+        if message.type == "error" and not source.endswith("/favicon.ico"):
+            errors.append(f"{message.text} ({source})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "response",
+        lambda answer: errors.append(f"{answer.status} {answer.url}") if answer.status >= 400 else None,
+    )
+    return errors
