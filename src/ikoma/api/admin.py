@@ -26,6 +26,7 @@ from ikoma.api.schemas import (
     OrderEventPublic,
     OrderPage,
     OrderPublic,
+    OrderRerun,
     OrderStatusName,
     PlaybookCreate,
     PlaybookPublic,
@@ -39,7 +40,8 @@ from ikoma.contracts.playbook import template_errors
 from ikoma.domain.errors import Invalid, NotFound
 from ikoma.domain.lifecycle import OrderStatus
 from ikoma.domain.roles import Role
-from ikoma.services import audit, bootstrap, logs, orders, playbooks, servers
+from ikoma.domain.selectors import parse as parse_selector
+from ikoma.services import audit, bootstrap, logs, orders, playbooks, reruns, selectors, servers, waiting
 from ikoma.services.identity import Principal
 from ikoma.ssh import hostkeys
 
@@ -85,7 +87,25 @@ async def list_servers(
             "repeat to require several (AND)",
         ),
     ] = None,
+    where: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=4000,
+            description="A selector (docs/fleet-operations.md): `env=prod,role in (web,api),!retired,"
+            "name=web-*,state=online`; 422 `invalid_selector` names the position and what was expected",
+        ),
+    ] = None,
 ) -> Any:
+    if where is not None:
+        found = await selectors.select_servers(
+            ctx.db,
+            parse_selector(where),
+            server_ids=principal.server_ids,
+            stale_after=ctx.settings.stale_after,
+        )
+        wanted = servers.parse_label_filters(label or [])
+        return [s for s in found if servers.has_labels(s["labels"], wanted)]
     found = await servers.list_servers(ctx.db, labels=label)
     return [s for s in found if principal.can_see_server(str(s["id"]))]
 
@@ -271,12 +291,52 @@ async def list_orders(
         limit=limit,
         cursor=cursor,
     )
+    waits = await waiting.waiting_for(ctx.db, items, stale_after=ctx.settings.stale_after)
+    items = [{**item, "waiting_for": waits[str(item["id"])]} for item in items]
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/orders/{order_id}", response_model=OrderDetail, responses=ERRORS)
 async def get_order(order_id: uuid.UUID, ctx: Ctx, principal: CurrentPrincipal) -> Any:
-    return await _visible_order(ctx, principal, str(order_id))
+    """The order with its attempts, its re-runs and, while it is not running, why (`waitingFor`)."""
+    order = await _visible_order(ctx, principal, str(order_id))
+    waits = await waiting.waiting_for(ctx.db, [order], stale_after=ctx.settings.stale_after)
+    return {**order, "waiting_for": waits[order["id"]], "reruns": await reruns.reruns_of(ctx.db, order["id"])}
+
+
+@router.post("/orders/{order_id}/rerun", status_code=201, response_model=OrderRerun, responses=ERRORS)
+async def rerun_order(
+    order_id: uuid.UUID,
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> Any:
+    """A new order with the same playbook, server, params (secret ones carried sealed), timeout and
+    attempts, naming this one in `rerunOf`; the playbook's own role applies as for POST /v1/orders."""
+
+    def authorize(playbook: dict[str, Any]) -> None:
+        principal.require(Role.parse(playbook["min_role"]), f"playbook {playbook['key']}")
+
+    in_transaction: audit.InTransaction | None = getattr(request.state, "audit", None)
+    order, replayed = await reruns.rerun_order(
+        ctx.db,
+        ctx.wakeups,
+        str(order_id),
+        idempotency_key=idempotency_key,
+        actor=principal.actor,
+        vault=ctx.vault,
+        can_see=principal.can_see_server,
+        authorize=authorize,
+        joined=in_transaction.join if in_transaction is not None else None,
+    )
+    if replayed:
+        response.status_code = 200
+    waits = await waiting.waiting_for(ctx.db, [order], stale_after=ctx.settings.stale_after)
+    return {"order": {**order, "waiting_for": waits[str(order["id"])]}, "report_contract": REPORT_CONTRACT}
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic, responses=ERRORS)

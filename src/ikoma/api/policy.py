@@ -93,6 +93,7 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/v1/orders"): OBSERVER,
     ("GET", "/v1/orders/{order_id}"): OBSERVER,
     ("POST", "/v1/orders/{order_id}/cancel"): OPERATOR,
+    ("POST", "/v1/orders/{order_id}/rerun"): OBSERVER,  # as creating one: the playbook's role applies too
     ("GET", "/v1/orders/{order_id}/logs"): OBSERVER,
     ("GET", "/v1/orders/{order_id}/events"): OBSERVER,
     ("GET", "/v1/orders/{order_id}/logs/stream"): OBSERVER,  # SSE (api/event_stream.py)
@@ -169,7 +170,7 @@ POLICY: dict[tuple[str, str], Access] = {
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # routes whose action writes its `allowed` entry in its own transaction (api/audit_in_transaction.py):
 # one commit per call instead of two, the chain's lock held only at commit
-AUDITED_IN_TRANSACTION = frozenset({("POST", "/v1/orders")})
+AUDITED_IN_TRANSACTION = frozenset({("POST", "/v1/orders"), ("POST", "/v1/orders/{order_id}/rerun")})
 # audited by the tool path (with the tool's name and order), not as plain requests
 SELF_AUDITED_PREFIXES = ("/execute/", "/mcp")
 RUNNER_PREFIX = "/v1/runner/"

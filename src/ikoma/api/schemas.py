@@ -313,9 +313,57 @@ class AttemptPublic(Public):
     reason: str | None
 
 
-class OrderDetail(OrderPublic):
+WaitingReason = Literal[
+    "no_runner_attached",
+    "runner_offline",
+    "not_before",
+    "runner_busy",
+    "queued",
+    "claimed",
+    "lease_expired_requeue",
+]
+
+
+class BusyWith(Public):
+    id: str
+    status: OrderStatusName
+    playbook_key: str
+
+
+class WaitingEstimate(Public):
+    starts_in_seconds: float = Field(description="Seconds until the order should start.")
+    orders_ahead: int
+    median_seconds: float | None = Field(
+        description="Median duration of the runner's last finished orders (the estimate's basis)."
+    )
+
+
+class WaitingFor(Public):
+    """Why a QUEUED or CLAIMED order does not run yet (services/waiting.py, docs/fleet-operations.md)."""
+
+    reason: WaitingReason
+    message: str
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
+    runner_id: str | None = None
+    orders_ahead: int | None = None
+    busy_with: list[BusyWith] | None = None
+    estimate: WaitingEstimate | None = None
+
+
+class OrderView(OrderPublic):
+    """An order as the order routes show it: with the order it re-runs and why it waits (read time)."""
+
+    rerun_of: str | None = None
+    waiting_for: WaitingFor | None = Field(
+        default=None, description="Null for a RUNNING or finished order (issue 15)."
+    )
+
+
+class OrderDetail(OrderView):
     report: dict[str, Any] | None
     attempts: list[AttemptPublic]
+    reruns: list[str] = Field(default_factory=list, description="Ids of this order's re-runs, oldest first.")
 
 
 class ReportContract(Public):
@@ -332,8 +380,13 @@ class OrderCreated(Public):
     report_contract: ReportContract
 
 
+class OrderRerun(Public):
+    order: OrderView
+    report_contract: ReportContract
+
+
 class OrderPage(Public):
-    items: list[OrderPublic]
+    items: list[OrderView]
     next_cursor: str | None
 
 

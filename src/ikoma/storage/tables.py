@@ -169,6 +169,8 @@ orders = Table(
     # caller, another client's key is another key
     Column("idempotency_scope", String(100)),
     CheckConstraint(f"status IN ({ORDER_STATUSES})", name="status"),
+    # the order this one re-runs (POST /v1/orders/{id}/rerun, migration 0015)
+    Column("rerun_of", Id, ForeignKey("orders.id", ondelete="SET NULL")),
 )
 # claim-next: the oldest QUEUED order of a runner, or of its server.
 UniqueConstraint(orders.c.idempotency_scope, orders.c.idempotency_key)
@@ -177,6 +179,7 @@ Index("ix_orders_claim_server", orders.c.server_id, orders.c.status, orders.c.cr
 # listing newest first, and the reconciler's scans of CLAIMED/RUNNING orders.
 Index("ix_orders_status_created", orders.c.status, orders.c.created_at)
 Index("ix_orders_created", orders.c.created_at)
+Index("ix_orders_rerun_of", orders.c.rerun_of)  # an order's re-runs, shown with it
 
 order_attempts = Table(
     "order_attempts",
