@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(default=None, validation_alias="IKOMA_ADMIN_KEY")
     host: str = Field(default="127.0.0.1", validation_alias="HOST")
     port: int = Field(default=3000, ge=1, le=65535, validation_alias="PORT")
+    # connections the kernel queues before the server accepts them: a fleet of runners reconnecting at
+    # once (a restart) overflows a small queue (the kernel caps it at net.core.somaxconn)
+    backlog: int = Field(default=4096, ge=1, le=65535, validation_alias="IKOMA_BACKLOG")
     data_dir: Path = Field(default=Path("data"), validation_alias="IKOMA_DATA_DIR")
     reconcile_interval: float = Field(
         default=30.0, gt=0, le=3600, validation_alias="IKOMA_RECONCILE_INTERVAL"

@@ -24,6 +24,7 @@ from ikoma.api.guard import RequestGuard, known_query_parameters
 from ikoma.api.mcp import McpEndpoint
 from ikoma.api.policy import PolicyMiddleware
 from ikoma.api.request_context import RequestContext
+from ikoma.api.runner_lane import RunnerLane
 from ikoma.console import routes as console_routes
 from ikoma.services import webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
@@ -186,3 +187,10 @@ def create_app(
     app.router.routes.append(mcp.route)
     openapi.install(app)
     return app
+
+
+def served(app: FastAPI) -> RunnerLane:
+    """What `ikoma serve` listens with: runner calls on their own lane, ahead of the admin middlewares
+    (api/runner_lane.py); everything else to `app`. The runner routes stay in `app` too (policy table,
+    OpenAPI), where no request under /v1/runner/ reaches them any more."""
+    return RunnerLane(app, runner.routes)

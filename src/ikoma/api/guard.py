@@ -52,7 +52,8 @@ def unknown_query(name: str, allowed: frozenset[str]) -> Invalid:
     )
 
 
-def _check_url(scope: Scope) -> None:
+def check_url(scope: Scope) -> None:
+    """NUL in the path or query refused; on a runner route, a query parameter it does not take too."""
     if "\x00" in scope["path"]:
         raise bodies.nul_error("<url path>")
     query: bytes = scope.get("query_string", b"")
@@ -120,7 +121,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         try:
-            _check_url(scope)
+            check_url(scope)
             path: str = scope["path"]
             if path == MCP_PATH and scope["method"] == "POST":
                 _check_mcp_media_type(bodies.header(scope, b"content-type"))

@@ -56,7 +56,7 @@ def _serve(settings: Settings, *, local_runner: bool = False) -> None:
     import uvicorn
 
     from ikoma import logs
-    from ikoma.api.app import create_app
+    from ikoma.api.app import create_app, served
     from ikoma.storage import migrate
     from ikoma.storage.urls import redact
 
@@ -74,9 +74,11 @@ def _serve(settings: Settings, *, local_runner: bool = False) -> None:
         )
         raise typer.Exit(1) from None
     config = uvicorn.Config(
-        create_app(settings, run_migrations=False, announce=True, local_runner=local_runner),
+        # runner calls on their own lane, ahead of the admin middlewares (api/runner_lane.py)
+        served(create_app(settings, run_migrations=False, announce=True, local_runner=local_runner)),
         host=settings.host,
         port=settings.port,
+        backlog=settings.backlog,
         log_level=settings.log_level,
         access_log=False,  # the runner hot path would log thousands of lines a second
         lifespan="on",
