@@ -58,13 +58,11 @@ ME_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid credential, or session_expired"},
     403: {"description": "csrf_failed"},
 }
+_LOGIN_SCHEMA = LoginBody.model_json_schema(by_alias=True)
 LOGIN_BODY = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/LoginBody"}},
-            FORM_TYPE: {"schema": {"$ref": "#/components/schemas/LoginBody"}},
-        },
+        "content": {"application/json": {"schema": _LOGIN_SCHEMA}, FORM_TYPE: {"schema": _LOGIN_SCHEMA}},
     }
 }
 
@@ -232,7 +230,11 @@ async def login(request: Request, ctx: Ctx) -> Response:
     return signed_in_response(ctx, signed)
 
 
-@me_router.post("/logout", status_code=204, responses={303: {"description": "a form post: to /login"}})
+@me_router.post(
+    "/logout",
+    status_code=204,
+    responses={**ME_ERRORS, 303: {"description": "a form post: to /login (also without a valid session)"}},
+)
 async def logout(request: Request, ctx: Ctx, principal: CurrentPrincipal) -> Response:
     """End this session (the cookie is cleared). An API key has no session: 400 `not_a_user`."""
     _require_user(principal)
