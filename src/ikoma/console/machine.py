@@ -54,9 +54,15 @@ CHARTS = (
 )
 
 
-def chart_series(points: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Columns as uPlot takes them: `t` in epoch seconds, one list per metric (None: a gap)."""
-    series: dict[str, list[Any]] = {"t": [int(utc(p["at"]).timestamp()) for p in points]}
+def chart_series(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Columns as uPlot takes them: `t` in epoch seconds, one list per metric (None: a gap), and the
+    window shown (`from`, `to`), so a few points are drawn where they fall in the 24 h."""
+    points: list[dict[str, Any]] = metrics["points"]
+    series: dict[str, Any] = {
+        "from": int(utc(metrics["from_"]).timestamp()),
+        "to": int(utc(metrics["to"]).timestamp()),
+        "t": [int(utc(p["at"]).timestamp()) for p in points],
+    }
     for key, _, _ in CHARTS:
         series[key] = [p.get(key) for p in points]
     return series
@@ -112,7 +118,7 @@ async def machine_view(ctx: Context, server_id: str) -> dict[str, Any]:
         "state": state_wire._state_wire(view),
         "hardware": hardware,
         "metrics": metrics,
-        "series": chart_series(metrics["points"]),
+        "series": chart_series(metrics),
         "timeline": entries,
         "messages": shown_messages,
         "attention": fleet.attention(view, sum(1 for m in shown_messages if m["new"])),

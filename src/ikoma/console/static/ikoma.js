@@ -224,6 +224,8 @@
     var data = event.data || {};
     if (typeof data.message === "string" && data.message) return data.message;
     var parts = [];
+    // an order's transition: as the server-rendered timeline words it, `QUEUED → CLAIMED (claimed)`
+    if (data.to) parts.push(data.from ? data.from + " \u2192 " + data.to : data.to);
     if (data.playbookKey) parts.push(data.playbookKey);
     if (data.status) parts.push(data.status);
     if (data.reason) parts.push("(" + data.reason + ")");
@@ -300,7 +302,11 @@
           value: function (_u, v) { return v === null || v === undefined ? "—" : v.toFixed(1) + unit; } },
       ],
       axes: [{}, { values: function (_u, ticks) { return ticks.map(function (v) { return v + unit; }); } }],
-      scales: unit === "%" ? { y: { range: [0, 100] } } : {},
+      // the whole window (24 h) even when only a few points were collected in it
+      scales: Object.assign(
+        series.from && series.to ? { x: { time: true, range: [series.from, series.to] } } : {},
+        unit === "%" ? { y: { range: [0, 100] } } : {}
+      ),
       legend: { show: true },
     };
     holder.textContent = "";
