@@ -4,13 +4,17 @@ playbook's role, server scope, and the audit."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from ikoma.api.schemas import OrderPublic
+from ikoma.cli.main import app
 from ikoma.domain.errors import Conflict, Invalid, NotFound
 from ikoma.domain.secret_params import PLACEHOLDER
 from ikoma.services import orders, playbooks, reruns, servers
@@ -225,3 +229,45 @@ async def test_rerun_route_applies_the_playbooks_role_and_the_callers_scope(
     assert in_scope.status_code == 201
     assert (out_of_scope.status_code, out_of_scope.json()["reason"]) == (404, "order_not_found")
     assert out_of_scope.json() == {**unknown.json(), "details": out_of_scope.json()["details"]}
+
+
+# --- the CLI, against a real server process ---------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_cli_selects_servers_shows_why_an_order_waits_and_reruns_it(shared_server: Any) -> None:
+    """`ikoma servers list --where`, `ikoma orders show` (waitingFor) and `ikoma orders rerun`."""
+    env = {
+        "IKOMA_API_URL": shared_server.url,
+        "IKOMA_ADMIN_KEY": shared_server.admin_key,
+        "COLUMNS": "250",
+        "NO_COLOR": "1",
+    }
+
+    def ikoma(*args: str) -> Any:
+        result = CliRunner().invoke(app, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result
+
+    tag = uuid.uuid4().hex[:8]
+    ikoma("servers", "create", f"cli-web-{tag}", "--hostname", "w.example", "--label", f"batch={tag}")
+    ikoma("servers", "create", f"cli-db-{tag}", "--hostname", "d.example", "--label", f"batch={tag}")
+    listed = json.loads(ikoma("servers", "list", "--where", f"batch={tag},name=cli-web-*", "--json").stdout)
+    assert [s["name"] for s in listed] == [f"cli-web-{tag}"]
+    refused = CliRunner().invoke(app, ["servers", "list", "--where", "batch in (x", "--json"], env=env)
+    assert refused.exit_code != 0
+    assert "invalid_selector" in refused.output
+
+    created = json.loads(
+        ikoma(
+            "orders", "create", "--server", f"cli-web-{tag}", "--playbook", "system.test_ping", "--json"
+        ).stdout
+    )
+    order_id = created["order"]["id"]
+    shown = ikoma("orders", "show", order_id).stdout
+    assert "no_runner_attached" in shown
+
+    rerun = json.loads(ikoma("orders", "rerun", order_id, "--json").stdout)
+    assert rerun["order"]["rerunOf"] == order_id
+    assert rerun["order"]["waitingFor"]["reason"] == "no_runner_attached"
+    assert "no_runner_attached" in ikoma("orders", "rerun", order_id).stdout

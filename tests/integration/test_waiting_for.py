@@ -115,6 +115,8 @@ async def test_an_order_behind_a_working_runner_says_with_what_and_estimates_whe
     await h.claim_and_start(dispatcher, pair.identity)
     first = await h.make_order(database, pair.server_id)
     second = await h.make_order(database, pair.server_id)
+    # the queue's order is (created_at, id): two orders of the same millisecond go by their random ids
+    await h.backdate(database, first["id"], created_at=1)
 
     found = await why(database, second["id"])
 

@@ -100,6 +100,8 @@ CONFLICTS: dict[tuple[str, str], str] = {
     ("PUT", "/v1/playbooks/{key}"): "built-in playbooks cannot be replaced",
     ("POST", "/v1/orders"): "`idempotency_conflict`: the Idempotency-Key was used for another request",
     ("POST", "/v1/orders/{order_id}/cancel"): "the order has ended",
+    ("POST", "/v1/orders/{order_id}/rerun"): "`idempotency_conflict` (the key was used for another request), "
+    "or `server_deleted`",
     ("GET", "/v1/artifacts/{artifact_id}"): "`artifact_deleted`: deleted by retention",
     ("POST", "/v1/artifacts/{artifact_id}/pin"): "`artifact_deleted`: deleted by retention",
     ("DELETE", "/v1/artifacts/{artifact_id}/pin"): "`artifact_deleted`: deleted by retention",

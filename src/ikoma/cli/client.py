@@ -212,8 +212,9 @@ class AdminClient:
 
     # Servers
 
-    def list_servers(self) -> list[JsonObject]:
-        return self._list("GET", "/v1/servers")
+    def list_servers(self, where: str | None = None) -> list[JsonObject]:
+        """Every server, or those the selector `where` designates (docs/fleet-operations.md)."""
+        return self._list("GET", "/v1/servers", params={"where": where} if where is not None else None)
 
     def create_server(self, fields: Mapping[str, Any]) -> JsonObject:
         return self._object("POST", "/v1/servers", json=dict(fields))
@@ -308,6 +309,11 @@ class AdminClient:
     def get_order(self, order_id: str) -> JsonObject:
         """The order plus its `report` and `attempts`."""
         return self._object("GET", f"/v1/orders/{_segment(order_id)}")
+
+    def rerun_order(self, order_id: str, idempotency_key: str | None = None) -> JsonObject:
+        """Answer `{"order", "reportContract"}`: a new order repeating this one (`order.rerunOf`)."""
+        headers = {IDEMPOTENCY_KEY_HEADER: idempotency_key} if idempotency_key is not None else None
+        return self._object("POST", f"/v1/orders/{_segment(order_id)}/rerun", headers=headers)
 
     def cancel_order(self, order_id: str, reason: str | None = None) -> JsonObject:
         return self._object(

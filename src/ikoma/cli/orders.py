@@ -122,9 +122,32 @@ def wait_for_end(client: AdminClient, order_id: str, timeout: float | None) -> t
             time.sleep(pause)
 
 
+def waiting_line(waiting: JsonObject) -> str:
+    """`waitingFor` as one line: the reason, its sentence, and when it ends or started."""
+    parts = [f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")]
+    if waiting.get("until"):
+        parts.append(f"until {waiting['until']}")
+    elif waiting.get("since"):
+        parts.append(f"since {waiting['since']}")
+    if waiting.get("busyWith"):
+        parts.append("with " + ", ".join(str(o["id"]) for o in waiting["busyWith"]))
+    if waiting.get("ordersAhead"):
+        parts.append(f"{waiting['ordersAhead']} order(s) ahead")
+    estimate = waiting.get("estimate")
+    if estimate:
+        parts.append(f"starts in about {estimate['startsInSeconds']:.0f}s")
+    return "; ".join(parts)
+
+
+def readable(order: JsonObject) -> JsonObject:
+    """The order for a table: `waitingFor` (when it waits) as one line."""
+    waiting = order.get("waitingFor")
+    return {**order, "waitingFor": waiting_line(waiting)} if waiting else order
+
+
 def show_order_detail(order: JsonObject) -> None:
-    """The order's fields, then its attempts, then a summary of its report."""
-    output.show_object(order, as_json=False, skip=["report", "attempts"])
+    """The order's fields (why it waits, if it does), then its attempts, then a summary of its report."""
+    output.show_object(readable(order), as_json=False, skip=["report", "attempts"])
     output.show_heading("Attempts")
     output.show_list(order.get("attempts") or [], ATTEMPT_COLUMNS, as_json=False, empty="no attempts yet")
     output.show_heading("Report")
@@ -257,6 +280,25 @@ def cancel_order(
     """Cancel an order: at once if not started yet, else the runner is asked to stop."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
         output.show_object(client.cancel_order(client.resolve("order", order_id), reason), as_json=as_json)
+
+
+@app.command("rerun")
+def rerun_order(
+    order_id: OrderIdArg,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Replaying the same key returns the same order.")
+    ] = None,
+    api_url: ApiUrlOption = DEFAULT_API_URL,
+    admin_key: AdminKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run an order again: same playbook, server, params (secrets included, never shown), timeout.
+
+    --json prints {"order", "reportContract"}; the new order names the original in rerunOf.
+    """
+    with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
+        made = client.rerun_order(client.resolve("order", order_id), idempotency_key=idempotency_key)
+    output.show_object(made if as_json else readable(made["order"]), as_json=as_json)
 
 
 @app.command("create")

@@ -65,14 +65,23 @@ def parse_labels(pairs: Sequence[str]) -> dict[str, str]:
 
 @app.command("list")
 def list_servers(
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            metavar="SELECTOR",
+            help="Only the servers a selector designates, e.g. 'env=prod,role in (web,api),name=web-*,"
+            "state=online' (docs/fleet-operations.md).",
+        ),
+    ] = None,
     api_url: ApiUrlOption = DEFAULT_API_URL,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
     wide: WideOption = False,
 ) -> None:
-    """List every server with its attached runner."""
+    """List every server with its attached runner (or those --where designates)."""
     with output.api_errors(as_json), AdminClient(api_url, admin_key) as client:
-        found = client.list_servers()
+        found = client.list_servers(where)
     output.show_list(found, COLUMNS, as_json=as_json, empty="no servers", wide=wide)
 
 
