@@ -223,3 +223,20 @@ async def test_order_routes_carry_waiting_for_in_list_and_detail(database_url: s
     assert by_id[other["id"]] is None
     assert detail["waitingFor"]["reason"] == "no_runner_attached"
     assert detail["waitingFor"]["message"]
+
+
+async def test_orders_ahead_counts_the_runners_queue_across_servers_but_not_orders_in_backoff(
+    database: Database,
+) -> None:
+    pair = await online_pair(database)
+    other_server = await h.make_server(database, "other")
+    sent_here = await h.make_order(database, str(other_server["id"]), runner_id=pair.runner_id)
+    backing_off = await h.make_order(database, pair.server_id)
+    mine = await h.make_order(database, pair.server_id)
+    await h.backdate(database, sent_here["id"], created_at=3)
+    await h.backdate(database, backing_off["id"], created_at=2, not_before=-60)
+
+    found = await why(database, mine["id"])
+
+    assert found is not None
+    assert (found["reason"], found["orders_ahead"]) == ("queued", 1)  # `sent_here`, not `backing_off`
