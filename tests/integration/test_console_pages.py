@@ -298,6 +298,8 @@ async def test_an_operators_controls_call_the_api_routes_that_do_the_work(
     pair, queued = await busy_machine(console, maker)
     operator = await console.signed_in(Role.OPERATOR)
     page = await console.page(f"/machines/{pair.server_id}", operator)
+    run = [a for a in page.find_all("a") if a.text == "Run a playbook"]
+    assert [a.get("href") for a in run] == [f"/run?server={pair.server_id}"]
 
     # acknowledge: the button's form posts the existing ack route
     first = page.by_id("messages").find_all("li", data_message_id=True, data_new="true")[0]

@@ -7,6 +7,8 @@ state, liveness, new messages); filtering and sorting are done on that list, in 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -38,6 +40,45 @@ SORT_LABELS: dict[str, str] = {
     "heartbeat": "Oldest heartbeat",
 }
 _HEALTH_RANK = {"error": 0, "warning": 1, "unknown": 2, "ok": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    """One table row. A plain object, not the state dict: Jinja reads `row.x` from an object at once,
+    where on a dict it first fails an attribute lookup (most of the page's render time at 500 rows)."""
+
+    server_id: str
+    server_name: str
+    health: str
+    attention: list[str]
+    runner_id: str | None
+    online: bool
+    apt_updates: int | None
+    apt_security: int | None
+    apt_reboot_required: bool | None
+    docker_status: str | None
+    root_used_percent: float | None
+    load1: float | None
+    last_heartbeat_at: datetime | None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> FleetRow:
+        view = item["view"]
+        return cls(
+            server_id=view["server_id"],
+            server_name=view["server_name"],
+            health=view["health"],
+            attention=item["attention"],
+            runner_id=None if view["runner_id"] is None else str(view["runner_id"]),
+            online=bool(view["online"]),
+            apt_updates=view["apt_updates"],
+            apt_security=view["apt_security"],
+            apt_reboot_required=view["apt_reboot_required"],
+            docker_status=view["docker_status"],
+            root_used_percent=view["root_used_percent"],
+            load1=view["load1"],
+            last_heartbeat_at=view["last_heartbeat_at"],
+        )
 
 
 def matches(item: dict[str, Any], query: str, state: str) -> bool:
@@ -94,7 +135,7 @@ async def fleet_page(
         "fleet.html",
         {
             "summary": found,
-            "items": shown,
+            "rows": [FleetRow.of(i) for i in shown],
             "q": q,
             "state": state,
             "sort": sort,
