@@ -133,22 +133,23 @@ async def search(
 
 
 async def _stats(tx: Tx, filters: Filters) -> dict[str, Any]:
-    conditions = filters.conditions()
+    # one scan for both counts: by (action, outcome), summed here
     count = func.count().label("n")
-    by_outcome = (
-        await tx.execute(select(audit_log.c.outcome, count).where(*conditions).group_by(audit_log.c.outcome))
-    ).all()
-    by_action = (
+    rows = (
         await tx.execute(
-            select(audit_log.c.action, count)
-            .where(*conditions)
-            .group_by(audit_log.c.action)
-            .order_by(count.desc(), audit_log.c.action)
+            select(audit_log.c.action, audit_log.c.outcome, count)
+            .where(*filters.conditions())
+            .group_by(audit_log.c.action, audit_log.c.outcome)
         )
     ).all()
-    outcomes = {"allowed": 0, "denied": 0, "error": 0} | {str(r.outcome): int(r.n) for r in by_outcome}
+    outcomes = {"allowed": 0, "denied": 0, "error": 0}
+    actions: dict[str, int] = {}
+    for row in rows:
+        n = int(row.n)
+        outcomes[str(row.outcome)] = outcomes.get(str(row.outcome), 0) + n
+        actions[str(row.action)] = actions.get(str(row.action), 0) + n
     total = sum(outcomes.values())
-    shown = [(str(r.action), int(r.n)) for r in by_action[:STATS_ACTIONS]]
+    shown = sorted(actions.items(), key=lambda item: (-item[1], item[0]))[:STATS_ACTIONS]
     return {
         "total": total,
         "byOutcome": outcomes,
