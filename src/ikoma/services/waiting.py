@@ -20,8 +20,8 @@ RUNNING and terminal orders wait for nothing (null).
 
 `ordersAhead` counts the QUEUED orders of the same server (or the same runner) that would be claimed
 first, and `estimate` (when the runner has finished orders to learn from) is
-`(ordersAhead + orders in hand) x the median duration of its last 20 finished orders` — an upper
-bound for a runner with one worker.
+`(ordersAhead + orders in hand) x the median duration of its last 20 finished orders` (of the last
+week) — an upper bound for a runner with one worker.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from ikoma.storage.database import Database
 from ikoma.storage.tables import orders, runners, servers
 
 RECENT_DURATIONS = 20  # finished orders per runner the median is taken over
+# ... among those created in the last week: the claim index (runner, status, created_at) bounds the read
+RECENT_SECONDS = 7 * 86400
 BUSY_SHOWN = 10  # orders listed in `busyWith`
 _FINISHED = (OrderStatus.SUCCEEDED.value, OrderStatus.FAILED.value)
 
@@ -201,6 +203,7 @@ async def _medians(tx: Any, runner_ids: list[str]) -> dict[str, float]:
         .where(
             orders.c.runner_id.in_(runner_ids),
             orders.c.status.in_(_FINISHED),
+            orders.c.created_at >= db_now(-RECENT_SECONDS),
             orders.c.started_at.is_not(None),
             orders.c.finished_at.is_not(None),
         )
