@@ -646,3 +646,6 @@ login_failures = Table(
 Index("ix_login_failures_account_at", login_failures.c.account, login_failures.c.at)
 Index("ix_login_failures_address_at", login_failures.c.address, login_failures.c.at)
 Index("ix_login_failures_at", login_failures.c.at)
+
+# Issue 16's tables live in their own modules, in this `metadata` (imported last: they import it from here)
+from ikoma.storage import tables_cloud  # noqa: E402, F401
