@@ -333,6 +333,7 @@ async def test_order_page_resumes_the_event_stream_after_what_it_rendered(consol
     server = await make_server(db, "web-1")
     order = await make_order(db, str(server["id"]))
     page = await console.page(f"/orders/{order['id']}", console.admin)
+    assert page.by_id("order-waiting").get("data-reason") == "no_runner_attached"
     after = int(str(page.by_id("order-live").get("data-events-url")).rsplit("=", 1)[1])
     listed = await console.http.get("/v1/events", params={"orderId": order["id"]}, headers=console.admin)
     assert [e["id"] for e in listed.json()["events"] if e["id"] > after] == []  # rendered already

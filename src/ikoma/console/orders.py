@@ -25,7 +25,7 @@ from ikoma.domain.event_kinds import ORDER_KINDS
 from ikoma.domain.lifecycle import TERMINAL, OrderStatus
 from ikoma.domain.roles import Role
 from ikoma.domain.secret_params import redact_params
-from ikoma.services import events, orders, playbooks, servers
+from ikoma.services import events, orders, playbooks, servers, waiting
 from ikoma.services.identity import Principal
 from ikoma.storage.database import Database
 from ikoma.storage.tables import reports
@@ -148,6 +148,8 @@ async def order_page(request: Request, ctx: Ctx, order_id: uuid.UUID) -> Respons
         return page(request, "not_found.html", {"what": "order", "back": "/orders"}, status_code=404)
     history = await orders.list_events(ctx.db, str(order_id))
     report = await latest_report(ctx.db, str(order_id))
+    # why a queued or claimed order is not running yet (as `waitingFor` in GET /v1/orders/{id})
+    waits = await waiting.waiting_for(ctx.db, [order], stale_after=ctx.settings.stale_after)
     try:
         server = await servers.get_server(ctx.db, str(order["server_id"]))
     except NotFound:
@@ -164,6 +166,7 @@ async def order_page(request: Request, ctx: Ctx, order_id: uuid.UUID) -> Respons
             "events": history,
             "attempts": order["attempts"],
             "report": report,
+            "waiting_for": waits.get(str(order["id"])),
             "server": server,
             "status": status,
             "status_badge": STATUS_BADGE,
