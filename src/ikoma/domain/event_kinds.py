@@ -49,6 +49,9 @@ KINDS = (
     "user.updated",
     "user.disabled",
     "user.deleted",
+    # issue 16: a catalog sync's counts; a provider call that failed (its stable reason)
+    "catalog.synced",
+    "provider.error",
 )
 
 CANCEL_REQUESTED = "cancel_requested"  # the order event reason of a cancel asked of a RUNNING order
