@@ -269,6 +269,23 @@
     return item;
   }
 
+  var ENDED = /^order\.(succeeded|failed|cancelled|timeout|stale)$/;
+
+  /* The machine page's orders table follows the same stream: a row shows its order's new status, and
+   * an order that ended loses its Cancel button (it could only answer "cannot become CANCELLED"). */
+  function updateOrderRow(event) {
+    if (!event.orderId || !event.data || !event.data.to) return;
+    var row = document.querySelector('#orders tr[data-order-id="' + String(event.orderId).replace(/"/g, "") + '"]');
+    if (!row) return;
+    var badge = row.querySelector(".badge");
+    if (badge) badge.textContent = event.data.to;
+    if (ENDED.test(event.kind)) {
+      row.setAttribute("data-ended", "true");
+      var form = row.querySelector("form[data-api-url]");
+      if (form) form.remove();
+    }
+  }
+
   function startTimeline(section) {
     var list = section.querySelector("[data-timeline-list]");
     var url = section.getAttribute("data-stream-url");
@@ -281,6 +298,7 @@
       var empty = section.querySelector("[data-timeline-empty]");
       if (empty) empty.hidden = true;
       list.insertBefore(timelineEntry(event), list.firstChild);
+      updateOrderRow(event);
     }, section.querySelector("[data-live-status]"));
   }
 
