@@ -134,7 +134,16 @@ async def rerun_order(
                 existing = await _by_key(tx, actor, idempotency_key)
                 if existing is not None:
                     return _replay(existing, fingerprint, idempotency_key)
-            row = await _insert(tx, wakeups, original, playbook, vault, idempotency_key, fingerprint, actor)
+            row = await insert_rerun(
+                tx,
+                wakeups,
+                original,
+                playbook,
+                vault=vault,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                actor=actor,
+            )
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -146,16 +155,19 @@ async def rerun_order(
     return row, False
 
 
-async def _insert(
+async def insert_rerun(
     tx: Tx,
     wakeups: Wakeups,
     original: dict[str, Any],
     playbook: dict[str, Any],
+    *,
     vault: Vault | None,
-    idempotency_key: str | None,
-    fingerprint: str,
-    actor: str,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    actor: str = "admin",
 ) -> dict[str, Any]:
+    """Queue the re-run of the `original` order row in the caller's transaction (a run re-running its
+    failed machines will call it once per machine, in one transaction); `playbook` is its row."""
     server = (
         await tx.execute(
             select(servers.c.id, servers.c.runner_id).where(
@@ -183,7 +195,7 @@ async def _insert(
         "status_reason": Reason.CREATED.value,
         "idempotency_key": idempotency_key,
         "idempotency_scope": actor if idempotency_key is not None else None,
-        "request_hash": fingerprint,
+        "request_hash": fingerprint or request_hash({"rerun_of": str(original["id"])}, vault),
         "steps": playbook["steps"],
         "rerun_of": original["id"],
     }
