@@ -5,6 +5,7 @@ cookie then gets 401), and a browser's page request without a session sent to /l
 from __future__ import annotations
 
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,39 @@ def test_json_sign_in_with_secure_cookies_and_sign_out_then_old_cookie_gets_401(
         after = replay.get("/auth/me")
         assert after.status_code == 401
         assert after.json()["reason"] == "session_expired"
+
+
+@pytest.fixture
+def quick_recheck_server(tmp_path: Path) -> Iterator[support.LiveServer]:
+    """A server that checks an open stream's credential every second (the SSE heartbeat)."""
+    with (
+        support.server_database("sqlite", tmp_path) as url,
+        support.LiveServer(
+            database_url=url, data_dir=tmp_path / "data", extra_env={"IKOMA_SSE_HEARTBEAT_SECONDS": "1"}
+        ) as server,
+    ):
+        yield server
+
+
+def test_an_event_stream_opened_by_a_session_ends_once_the_session_is_logged_out(
+    quick_recheck_server: support.LiveServer,
+) -> None:
+    server = quick_recheck_server
+    password = (server.data_dir / "secrets" / "default_admin_password").read_text().strip()
+    with httpx.Client(base_url=server.url, timeout=10) as browser:
+        token = browser.post("/auth/login", json={"username": "admin", "password": password}).json()[
+            "csrfToken"
+        ]
+        with browser.stream("GET", "/v1/events/stream", headers={"accept": "text/event-stream"}) as watched:
+            assert watched.status_code == 200
+            lines = watched.iter_lines()
+            # alive across several credential checks (one a second) while the session is
+            alive_until = time.monotonic() + 3.5
+            while time.monotonic() < alive_until:
+                next(lines)
+            with httpx.Client(base_url=server.url, cookies=dict(browser.cookies)) as same_session:
+                out = same_session.post("/auth/logout", headers={"x-csrf-token": token})
+                assert out.status_code == 204
+            deadline = time.monotonic() + 30
+            for _ in lines:  # heartbeats until the next credential check, then the end of the stream
+                assert time.monotonic() < deadline, "the stream outlived its session"

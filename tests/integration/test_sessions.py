@@ -181,3 +181,15 @@ async def test_logout_form_with_the_csrf_field_ends_the_session_and_goes_to_logi
         assert out.status_code == 303
         assert out.headers["location"] == "/login"
         assert (await browser.get("/auth/me")).status_code == 401
+
+
+async def test_sessions_over_for_a_month_are_deleted_at_the_users_next_sign_in(console: Console) -> None:
+    async with console.client() as browser:
+        await sign_in(browser, "admin", console.admin_password)
+    await _backdate(console, expires_at=db_now(-sessions.KEEP_ENDED_S - 60))
+    async with console.client() as browser:
+        await sign_in(browser, "admin", console.admin_password)
+        await sign_in(browser, "admin", console.admin_password)
+    async with console.ctx.db.read() as tx:
+        kept = (await tx.execute(select(user_sessions.c.expires_at > db_now()))).scalars().all()
+    assert kept == [True, True]

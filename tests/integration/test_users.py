@@ -489,3 +489,28 @@ async def test_same_origin_sign_in_is_accepted(console: Console) -> None:
 async def test_user_service_refuses_an_unknown_role() -> None:
     with pytest.raises(Exception, match="unknown role"):
         Role.parse("root")
+
+
+async def test_an_explicit_null_in_an_update_is_refused_not_stored(console: Console) -> None:
+    user_id = await create_user(console, "umar", "observer")
+    async with console.keyed() as admin, console.client() as browser:
+        for field in ("email", "firstName", "lastName", "role", "disabled", "password"):
+            refused = await admin.put(f"/users/{user_id}", json={field: None})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["errors"][0]["type"] == "null_not_allowed"
+        csrf = await sign_in(browser, "umar", USER_PASSWORD)
+        mine = await browser.put("/auth/me", json={"email": None}, headers={"x-csrf-token": csrf})
+        assert mine.status_code == 422
+
+
+async def test_a_weak_password_in_the_admin_file_stops_start_up_naming_the_file(
+    database: Database, database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "pw"
+    path.write_text("admin\n")
+    settings = Settings(
+        DATABASE_URL=database_url, IKOMA_DATA_DIR=tmp_path, IKOMA_DEFAULT_ADMIN_PASSWORD_FILE=path
+    )
+    with pytest.raises(admin_user.AdminPasswordRefused, match=str(path)):
+        await admin_user.ensure_admin_user(database, settings)
+    assert await users.list_users(database) == []

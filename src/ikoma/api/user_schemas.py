@@ -61,18 +61,18 @@ class UserCreate(Wire):
 class UserUpdate(Wire):
     """Absent fields stay as they are; `password` sets a new one and ends the user's sessions."""
 
-    email: Annotated[Email, NotNull] | None = None
-    first_name: Annotated[PersonName, NotNull] | None = None
-    last_name: Annotated[PersonName, NotNull] | None = None
-    role: Annotated[Role, NotNull] | None = None
-    disabled: Annotated[bool, NotNull] | None = None
-    password: Annotated[Password, NotNull] | None = None
+    email: Annotated[Email | None, NotNull] = None
+    first_name: Annotated[PersonName | None, NotNull] = None
+    last_name: Annotated[PersonName | None, NotNull] = None
+    role: Annotated[Role | None, NotNull] = None
+    disabled: Annotated[bool | None, NotNull] = None
+    password: Annotated[Password | None, NotNull] = None
 
 
 class ProfileUpdate(Wire):
-    email: Annotated[Email, NotNull] | None = None
-    first_name: Annotated[PersonName, NotNull] | None = None
-    last_name: Annotated[PersonName, NotNull] | None = None
+    email: Annotated[Email | None, NotNull] = None
+    first_name: Annotated[PersonName | None, NotNull] = None
+    last_name: Annotated[PersonName | None, NotNull] = None
 
 
 class PasswordChange(Wire):

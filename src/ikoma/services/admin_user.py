@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import select
 
 from ikoma.domain import passwords
-from ikoma.domain.errors import Conflict
+from ikoma.domain.errors import Conflict, Invalid
 from ikoma.domain.roles import Role
 from ikoma.services import users
 from ikoma.settings import Settings
@@ -29,6 +29,10 @@ log = structlog.get_logger("ikoma.users")
 
 SECRETS_DIR = "secrets"
 PASSWORD_FILE = "default_admin_password"  # noqa: S105 - a file name, not a password
+
+
+class AdminPasswordRefused(Exception):
+    """Start-up stops: the password file holds a password the policy refuses."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ async def ensure_admin_user(db: Database, settings: Settings) -> AdminUserSetup:
             last_name="",
             actor="system",
         )
+    except Invalid as refused:  # an operator's file with a weak password: say which file, and why
+        raise AdminPasswordRefused(f"the password in {path} is refused: {refused.message}") from None
     except Conflict:
         # another replica created it first; a file we just wrote with another password would mislead
         if written and not await _is_password_of(db, username, password):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 
 from ikoma.domain import tokens
 from ikoma.domain.errors import Unauthorized
@@ -30,6 +30,7 @@ from ikoma.storage.tables import user_sessions, users
 
 COOKIE_NAME = "ikoma_session"
 LAST_SEEN_RESOLUTION_S = 60.0
+KEEP_ENDED_S = 30 * 86400.0  # ended and expired sessions are kept this long (who was signed in when)
 _ID_BYTES = 32  # 256 bits
 _CSRF_CONTEXT = b"ikoma-csrf-v1"
 
@@ -76,6 +77,12 @@ async def issue(tx: Tx, user_id: str, *, ttl_s: float, address: str | None) -> I
     """A new session for `user_id`, written in `tx`."""
     raw_id = secrets.token_urlsafe(_ID_BYTES)
     digest = tokens.hash_token(raw_id)
+    # the user's sessions long over go now: the table stays as small as its users' recent history
+    await tx.execute(
+        delete(user_sessions).where(
+            user_sessions.c.user_id == user_id, user_sessions.c.expires_at < db_now(-KEEP_ENDED_S)
+        )
+    )
     expires = (
         await tx.execute(
             insert(user_sessions)
