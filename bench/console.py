@@ -252,7 +252,8 @@ def expect_page(answer: httpx.Response, path: str) -> None:
 
 async def sizes(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
     """The HTML's size (raw and gzip'ed) and the size of each asset it links to."""
-    html = (await client.get(path)).content
+    page = await client.get(path)
+    html = page.content
     assets = {}
     for url in linked_assets(html.decode(errors="replace")):
         answer = await client.get(url)
@@ -261,6 +262,7 @@ async def sizes(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
     return {
         "htmlBytes": len(html),
         "htmlGzipBytes": len(gzip.compress(html)),
+        "sentEncoding": page.headers.get("content-encoding"),  # None: sent as it is, uncompressed
         "assetsBytes": sum(a["bytes"] for a in assets.values()),
         "assetsGzipBytes": sum(a["gzipBytes"] for a in assets.values()),
         "assets": assets,
