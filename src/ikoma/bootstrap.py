@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from ikoma.domain.retention import Retention
 from ikoma.metrics import Metrics
+from ikoma.providers import registry as provider_registry
+from ikoma.providers.base import Provider
 from ikoma.services.admin_keys import AdminKeyring
 from ikoma.services.artifacts import Artifacts
 from ikoma.services.audit_anchor import load_anchor
@@ -36,6 +38,8 @@ class Context:
     broadcast: Broadcast
     leader: Leader
     keyring: AdminKeyring = field(default_factory=lambda: AdminKeyring(()))
+    # cloud providers by catalog code (issue 16, providers/registry.py): `mock`, `scaleway` when configured
+    providers: dict[str, Provider] = field(default_factory=dict)
     head_revision: str = ""
 
 
@@ -95,6 +99,7 @@ def build(settings: Settings) -> Context:
         broadcast=broadcast,
         # a dead leader's loops move within one check; no need to wait a whole reconcile interval
         leader=Leader(db, interval=min(settings.reconcile_interval, 5.0), metrics=metrics),
+        providers=provider_registry.providers_from(settings, db),
     )
 
 

@@ -190,6 +190,54 @@ class Settings(BaseSettings):
         default=900.0, ge=1, le=86400, validation_alias="IKOMA_LOGIN_FAILURE_WINDOW"
     )
 
+    # --- the Mock provider (issue 16, providers/mock/): on unless IKOMA_PROVIDER_MOCK=0; its machines'
+    # boot time for every type (unset: each type's own, 2 to 6 s), and how often the leader moves them
+    provider_mock: bool = Field(default=True, validation_alias="IKOMA_PROVIDER_MOCK")
+    mock_boot_seconds: float | None = Field(
+        default=None, ge=0, le=3600, validation_alias="IKOMA_MOCK_BOOT_SECONDS"
+    )
+    mock_tick_interval: float = Field(default=1.0, gt=0, le=60, validation_alias="IKOMA_MOCK_TICK_INTERVAL")
+
+    # --- Scaleway (issue 16, providers/scaleway/): on once a secret key is set, read from the file
+    # (recommended) or the variable or the seed's aliases; never logged, shown or put in an event
+    scaleway_secret_key_file: Path | None = Field(default=None, validation_alias="SCALEWAY_SECRET_KEY_FILE")
+    scaleway_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCALEWAY_SECRET_KEY", "SCALEWAY_API_TOKEN", "SCW_SECRET_KEY"),
+    )
+    scaleway_project_id: str | None = Field(default=None, validation_alias="SCALEWAY_PROJECT_ID")
+    # the zones IKOMA offers, lists and creates in (comma-separated), the image label or id new
+    # servers boot, the API's root (a local fake in tests) and the time one HTTP call may take
+    scaleway_zones: str = Field(
+        default="fr-par-1,fr-par-2,nl-ams-1,pl-waw-1", validation_alias="SCALEWAY_ZONES"
+    )
+    scaleway_image: str = Field(default="ubuntu_jammy", min_length=1, validation_alias="SCALEWAY_IMAGE")
+    scaleway_api_url: str = Field(default="https://api.scaleway.com", validation_alias="SCALEWAY_API_URL")
+    scaleway_timeout: float = Field(default=30.0, gt=0, le=600, validation_alias="SCALEWAY_TIMEOUT")
+
+    # --- instances (issue 16, services/instances.py, services/instance_loops.py): the URL a new
+    # instance's runner enrols at (default http://HOST:PORT), how long a machine may boot before it is
+    # failed and terminated, how long a ready one may go without a runner heartbeat before it is
+    # unreachable, what the orphan watchdog does with machines IKOMA does not know (`flag` or
+    # `terminate`), how often the leader's loops run, create attempts, and a provider call's lease
+    public_url: str | None = Field(default=None, validation_alias="IKOMA_PUBLIC_URL")
+    instance_boot_timeout: float = Field(
+        default=900.0, ge=1, le=86400, validation_alias="IKOMA_INSTANCE_BOOT_TIMEOUT"
+    )
+    instance_heartbeat_timeout: float = Field(
+        default=180.0, ge=1, le=86400, validation_alias="IKOMA_INSTANCE_HEARTBEAT_TIMEOUT"
+    )
+    orphan_policy: Literal["flag", "terminate"] = Field(
+        default="flag", validation_alias="IKOMA_ORPHAN_POLICY"
+    )
+    instance_loop_interval: float = Field(
+        default=5.0, gt=0, le=3600, validation_alias="IKOMA_INSTANCE_LOOP_INTERVAL"
+    )
+    instance_create_attempts: int = Field(
+        default=3, ge=1, le=20, validation_alias="IKOMA_INSTANCE_CREATE_ATTEMPTS"
+    )
+    instance_lease: float = Field(default=120.0, ge=1, le=3600, validation_alias="IKOMA_INSTANCE_LEASE")
+
     @property
     def schedule_defaults(self) -> dict[str, int]:
         """Playbook key -> interval of the default schedules ({} when they are off)."""

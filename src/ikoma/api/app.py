@@ -26,6 +26,7 @@ from ikoma.api.policy import PolicyMiddleware
 from ikoma.api.request_context import RequestContext
 from ikoma.api.runner_lane import RunnerLane
 from ikoma.console import routes as console_routes
+from ikoma.providers import registry as provider_registry
 from ikoma.services import webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.admin_user import ensure_admin_user
@@ -89,6 +90,9 @@ def create_app(
         if run_reconciler:
             ctx.leader.run_while_leading("reconciler", ctx.reconciler.run_forever)
             ctx.leader.run_while_leading("webhooks", webhooks.run_forever)
+            # issue 16: the Mock provider's simulated machines move and boot their runners here
+            for name, loop in provider_registry.background_loops(ctx.providers).items():
+                ctx.leader.run_while_leading(name, loop)
         await ctx.leader.start()
         runner_process = None
         # issue 14: the runner of every ssh server, in this process (IKOMA_SSH_EXECUTOR=false: elsewhere)
@@ -133,7 +137,9 @@ def create_app(
                 ready.cancel()
             if runner_process is not None:
                 await stop_local_runner(runner_process)
-            await ctx.leader.close()
+            await ctx.leader.close()  # the Mock machines' runner processes stop with their loop
+            for provider in ctx.providers.values():
+                await provider.close()
             await webhooks.close()  # the deliveries in flight (their leases expire; the next leader retries)
             await fanout.close()
             await ssh_executor.stop(ssh_task)

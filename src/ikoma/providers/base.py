@@ -111,6 +111,7 @@ INVALID_REQUEST = "invalid_request"  # 400/404 on create: unknown type, zone, im
 AUTH_FAILED = "auth_failed"  # 401/403: the credentials are wrong or lack a permission
 ACTION_NOT_ALLOWED = "action_not_allowed"  # the instance's allowed_actions do not list the call
 QUOTA_EXCEEDED = "quota_exceeded"
+NOT_FOUND = "not_found"  # 404: no such machine in that zone (terminate counts it as done)
 
 
 class Provider(Protocol):
