@@ -1,0 +1,1 @@
+"""Local fakes of outside services (a provider API) that tests serve over real HTTP."""
