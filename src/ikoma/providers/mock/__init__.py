@@ -1,7 +1,8 @@
 """The Mock provider (issue 16): a simulated cloud, stateful in IKOMA's database, with a clock tests
 control and named failure scenarios; a booted machine runs a real `ikoma runner`.
 
-`simulator.py` (pure: machines, states, the IP pool), `scenarios.py` (the failure scenarios and their
-rules), `store.py` (the world in the database or in memory), `cloud.py` (the service: one store session
-per call), `adapter.py` (the `Provider`), `boot.py` (runner processes), `user_data.py` (cloud-init).
+`machines.py` (clock, states, types, the machine record), `simulator.py` (pure: how machines move,
+the IP pool), `scenarios.py` (the failure scenarios and their rules), `store.py` (the world in the
+database or in memory), `cloud.py` (the service: one store session per call), `adapter.py` (the
+`Provider`), `boot.py` (runner processes), `user_data.py` (cloud-init). docs/providers.md explains it.
 """
