@@ -648,5 +648,8 @@ Index("ix_login_failures_address_at", login_failures.c.address, login_failures.c
 Index("ix_login_failures_at", login_failures.c.at)
 
 # Issue 16's tables live in their own modules, in this `metadata` (imported last: they import it from here)
-from ikoma.storage import tables_cloud  # noqa: E402, F401
-from ikoma.storage import tables_mock  # noqa: E402, F401
+from ikoma.storage import (  # noqa: E402
+    tables_cloud,  # noqa: F401
+    tables_instances,  # noqa: F401
+    tables_mock,  # noqa: F401
+)
