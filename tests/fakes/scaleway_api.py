@@ -76,7 +76,7 @@ STATE_DETAILS: dict[MachineState, str] = {
 }
 # what the API lets a server do in each state; a stopped server cannot `terminate` (it is deleted)
 ALLOWED: dict[MachineState, tuple[str, ...]] = {
-    MachineState.CREATING: ("poweroff", "terminate"),
+    MachineState.CREATING: ("terminate",),
     MachineState.STARTING: ("poweroff", "terminate"),
     MachineState.RUNNING: ("poweroff", "terminate", "reboot"),
     MachineState.STOPPING: (),
