@@ -154,7 +154,7 @@ async def test_run_form_has_one_labelled_field_per_schema_property_of_every_play
         assert bool(enabled) == (key == "apps.logs" and bool(properties)), key
     logs = fieldset(page, "apps.logs")
     app_name = logs.find_all("input", name="params.appName")[0]
-    assert ("required" in app_name.attrs, app_name.get("pattern")) == (True, "^[a-z][a-z0-9-]{0,62}$")
+    assert ("required" in app_name.attrs, app_name.get("pattern")) == (True, "^[a-z][a-z0-9\\-]{0,62}$")
     lines = logs.find_all("input", name="params.lines")[0]
     assert (
         lines.get("type"),

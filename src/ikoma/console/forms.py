@@ -84,6 +84,59 @@ def label_of(name: str, schema: dict[str, Any]) -> str:
     return text[:1].upper() + text[1:] if text else name
 
 
+# characters a browser's `pattern` (compiled with the `v` flag) refuses unescaped inside a class
+_CLASS_SYNTAX = "(){}/|"
+_DOUBLE_PUNCTUATORS = frozenset(c * 2 for c in "&!#$%*+,.:;<=>?@^`~")
+
+
+def browser_pattern(pattern: str) -> str | None:
+    """A JSON schema `pattern` as an HTML `pattern` attribute, or None when it cannot be said safely.
+
+    Browsers compile the attribute with the `v` flag, which refuses some class contents JSON schema
+    (and Python) accept: `[a-z0-9-]` must be `[a-z0-9\\-]` there. A `-` at either end of a class and the
+    class syntax characters are escaped; a nested class or a doubled punctuator gives None (the field is
+    then checked by the API only, never refused by a pattern the browser cannot compile).
+    """
+    out: list[str] = []
+    i = 0
+    in_class = False
+    class_start = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if not in_class:
+            if char == "[":
+                in_class = True
+                out.append(char)
+                i += 1
+                if pattern[i : i + 1] == "^":
+                    out.append("^")
+                    i += 1
+                class_start = i
+                continue
+            out.append(char)
+            i += 1
+            continue
+        if char == "]" and i > class_start:
+            in_class = False
+            out.append(char)
+        elif char == "]":  # first in its class: a literal `]` (JavaScript would end an empty class)
+            out.append("\\]")
+        elif char == "[" or pattern[i : i + 2] in _DOUBLE_PUNCTUATORS:
+            return None
+        elif char == "-" and (i == class_start or pattern[i + 1 : i + 2] == "]"):
+            out.append("\\-")
+        elif char in _CLASS_SYNTAX:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+        i += 1
+    return None if in_class else "".join(out)
+
+
 def _shown(value: Any) -> str:
     """A default as an input shows it."""
     if isinstance(value, bool):
@@ -166,7 +219,7 @@ def field_for(name: str, schema: dict[str, Any], *, required: bool) -> FormField
             **base,
             widget=widget,
             data_type="string" if widget == "textarea" else "",
-            pattern=pattern if isinstance(pattern, str) and widget != "textarea" else None,
+            pattern=browser_pattern(pattern) if isinstance(pattern, str) and widget != "textarea" else None,
             max_length=max_length,
             min_length=min_length if isinstance(min_length, int) else None,
             default=None if default is None or secret else _shown(default),

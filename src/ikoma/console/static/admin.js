@@ -3,9 +3,24 @@
  * renders it. A form with data-token-target="<id>" fills that element's [data-token] with the answer's
  * `token`, its #enrol-command with data-enrol-prefix + token + data-enrol-suffix (the command to run on
  * the new machine), its [data-token-expires] with `expiresAt`, and shows it. Text only, never HTML.
+ * An optional multiple select ([data-omit-empty]) with nothing chosen is left out of the body.
  */
 (function () {
   "use strict";
+
+  // an optional multiple select left empty means "not given" (an API client for every server), not []:
+  // it is left out of the body by disabling it while ikoma.js reads the form (same event, bubble phase)
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) return;
+    var selects = form.querySelectorAll("select[multiple][data-omit-empty]");
+    for (var i = 0; i < selects.length; i++) {
+      var select = selects[i];
+      if (select.disabled || select.selectedOptions.length > 0) continue;
+      select.disabled = true;
+      window.setTimeout(function (element) { element.disabled = false; }, 0, select);
+    }
+  }, true);
 
   // tokens are URL-safe base64 with a kind prefix (ikoma_…, ikb_…): anything else is not put in a command
   var TOKEN = /^[A-Za-z0-9_\-]+$/;
