@@ -295,5 +295,7 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  {name}={err.get('input')!r}: {err['msg']}")
+            # a model-level error's input is every variable read, secrets included: name the rule only
+            shown = f"={err.get('input')!r}" if err["loc"] else ""
+            lines.append(f"  {name}{shown}: {err['msg']}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

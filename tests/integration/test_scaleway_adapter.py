@@ -19,11 +19,13 @@ from ikoma.providers import base
 from ikoma.providers.base import InstanceRequest, PowerState, ProviderError
 from ikoma.providers.mock.scenarios import parse_rule
 from ikoma.providers.mock.simulator import ManualClock
+from ikoma.providers.registry import providers_from
 from ikoma.providers.scaleway import adapter as scaleway
 from ikoma.providers.scaleway.adapter import ScalewayProvider
 from ikoma.providers.scaleway.client import InstanceClient
 from ikoma.services.catalog_seed import SCALEWAY_OFFERS
-from ikoma.settings import Settings, SettingsError
+from ikoma.settings import Settings, SettingsError, load_settings
+from ikoma.storage.database import Database
 from tests.fakes.scaleway_api import ScalewayFake, scaleway_cloud, serving
 
 ZONE = "fr-par-2"
@@ -405,3 +407,26 @@ def test_a_key_without_a_project_or_an_unreadable_key_file_stops_the_start(tmp_p
     with pytest.raises(SettingsError, match="SCALEWAY_SECRET_KEY_FILE") as raised:
         scaleway.provider_from_settings(Settings(SCALEWAY_SECRET_KEY_FILE=str(missing)))
     assert "No such file" in str(raised.value)
+
+
+def test_a_settings_error_never_shows_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCW_SECRET_KEY", "scw-do-not-print")
+    monkeypatch.setenv("IKOMA_STALE_AFTER", "1")  # breaks a rule over several settings
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "IKOMA_STALE_AFTER" in str(raised.value)
+    assert "scw-do-not-print" not in str(raised.value)
+
+
+async def test_the_registry_adds_scaleway_once_a_key_is_configured(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'unused.db'}")
+    try:
+        assert providers_from(Settings(IKOMA_PROVIDER_MOCK=False), db) == {}
+        configured = providers_from(
+            Settings(IKOMA_PROVIDER_MOCK=False, SCALEWAY_SECRET_KEY="k", SCALEWAY_PROJECT_ID=PROJECT), db
+        )
+        assert list(configured) == ["scaleway"]
+        assert isinstance(configured["scaleway"], ScalewayProvider)
+        await configured["scaleway"].close()
+    finally:
+        await db.dispose()
