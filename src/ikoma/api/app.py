@@ -14,6 +14,7 @@ from ikoma.api import action_logs as action_log_routes
 from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner
 from ikoma.api import audit as audit_routes
 from ikoma.api import auth as auth_routes
+from ikoma.api import catalog as catalog_routes
 from ikoma.api import events as event_routes
 from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
@@ -27,7 +28,7 @@ from ikoma.api.request_context import RequestContext
 from ikoma.api.runner_lane import RunnerLane
 from ikoma.console import routes as console_routes
 from ikoma.providers import registry as provider_registry
-from ikoma.services import webhook_delivery
+from ikoma.services import catalog_seed, webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.admin_user import ensure_admin_user
 from ikoma.services.broadcast import EVENTS as EVENTS_CHANNEL
@@ -83,6 +84,8 @@ def create_app(
         ctx.keyring = setup.keyring
         # issue 13: the console's first admin when no user exists (its password file named, never shown)
         admin_user = await ensure_admin_user(ctx.db, settings)
+        # issue 16: the catalog rows still missing (Mock, Scaleway, models); re-runnable, replica-safe
+        await catalog_seed.apply(ctx.db, configured=ctx.providers.keys())
         app.state.admin_key_announcement = f"{setup.announcement}\n{admin_user.announcement}"
         app.state.admin_password_file = admin_user.password_file
         # wake-ups from the other replicas, then the background loops on the elected replica only
@@ -188,6 +191,7 @@ def create_app(
     app.include_router(auth_routes.router)
     app.include_router(auth_routes.me_router)
     app.include_router(user_routes.router)
+    app.include_router(catalog_routes.router)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes
     app.router.routes.append(mcp.route)

@@ -165,6 +165,23 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/users/{user_id}"): ADMIN,
     ("PUT", "/users/{user_id}"): ADMIN,
     ("DELETE", "/users/{user_id}"): ADMIN,
+    # --- the catalog (issue 16, seed 002): everyone reads it, the admin changes it and syncs it -------
+    ("GET", "/providers"): OBSERVER,
+    ("PUT", "/providers/{provider_id}"): ADMIN,
+    ("GET", "/regions"): OBSERVER,
+    ("PUT", "/regions/{region_id}"): ADMIN,
+    ("GET", "/zones"): OBSERVER,
+    ("PUT", "/zones/{zone_id}"): ADMIN,
+    ("GET", "/zones/{zone_id}/instance_types"): OBSERVER,
+    ("GET", "/instance_types"): OBSERVER,
+    ("GET", "/instance_types/{instance_type_id}"): OBSERVER,
+    ("PUT", "/instance_types/{instance_type_id}"): ADMIN,
+    ("GET", "/instance_types/{instance_type_id}/zones"): OBSERVER,
+    ("PUT", "/instance_types/{instance_type_id}/zones"): ADMIN,
+    ("GET", "/models"): OBSERVER,
+    ("POST", "/models"): ADMIN,
+    ("GET", "/models/{model_id}"): OBSERVER,
+    ("POST", "/catalog/sync"): ADMIN,
 }
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -39,7 +39,7 @@ class ProviderFailed(DomainError):
 
 
 async def sync(db: Database, provider: Provider, *, actor: str | None = None) -> dict[str, Any]:
-    """Sync one provider; the counts (`added`, `updated`, `unavailable`, `unchanged`, `zonesAdded`,
+    """Sync one provider; the counts (`added`, `updated`, `unavailable`, `unchanged`, `zones_added`,
     `offers`) and the offers `rejected` with their reason."""
     try:
         offers = await provider.offers()
@@ -73,10 +73,10 @@ async def sync(db: Database, provider: Provider, *, actor: str | None = None) ->
             "updated": len(plan.updated),
             "unavailable": len(plan.unavailable),
             "unchanged": len(plan.unchanged),
-            "zonesAdded": zones_added,
+            "zones_added": zones_added,
             "rejected": [{"offer": what, "reason": reason} for what, reason in plan.rejected],
         }
-        counts = {k: v for k, v in result.items() if isinstance(v, int)}
+        counts = {events.camel(k): v for k, v in result.items() if isinstance(v, int)}
         events.publish(tx, "catalog.synced", actor=actor, data={"provider": provider.name, **counts})
     log.info("catalog synced", **{k: v for k, v in result.items() if k != "rejected"})
     return result
