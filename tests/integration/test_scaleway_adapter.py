@@ -1,8 +1,10 @@
 """The Scaleway adapter over real HTTP against the local fake of the Instance API (tests/fakes), which
 the Mock simulator drives: the Mock's scenario suite, seen through Scaleway's API.
 
-Time on the simulator's side is a manual clock (boots take no wall time); the client's timeout and
-backoff are short so timeouts and retries happen for real over the socket, and its sleeps are recorded.
+Time on the simulator's side is a manual clock (boots take no wall time); timeouts and retries happen
+for real over the socket: the client's timeout is generous (a loaded machine never times a normal
+call out) except in the tests about timeouts, which use 1 s against answers held 3 s; its backoff
+sleeps are recorded.
 """
 
 from __future__ import annotations
@@ -68,14 +70,14 @@ def request(name: str, instance_type: str = TYPE, user_data: str | None = None) 
 
 
 def provider_for(
-    url: str, slept: list[float], *, secret: str = SECRET, page_size: int = 100
+    url: str, slept: list[float], *, secret: str = SECRET, page_size: int = 100, timeout: float = 10.0
 ) -> ScalewayProvider:
     async def record(seconds: float) -> None:
         slept.append(seconds)
         await asyncio.sleep(0)
 
     client = InstanceClient(
-        secret, api_url=url, timeout=0.5, retries=RETRIES, backoff=0.01, page_size=page_size, sleep=record
+        secret, api_url=url, timeout=timeout, retries=RETRIES, backoff=0.01, page_size=page_size, sleep=record
     )
     return ScalewayProvider(client, project_id=PROJECT, zones=("fr-par-1", ZONE), image="ubuntu_jammy")
 
@@ -83,7 +85,7 @@ def provider_for(
 @pytest.fixture
 async def scw() -> AsyncIterator[Harness]:
     clock = ManualClock()
-    fake = ScalewayFake(scaleway_cloud(clock=clock), secret_key=SECRET, project_id=PROJECT, hang_seconds=2.0)
+    fake = ScalewayFake(scaleway_cloud(clock=clock), secret_key=SECRET, project_id=PROJECT, hang_seconds=3.0)
     async with serving(fake.app) as url:
         slept: list[float] = []
         provider = provider_for(url, slept)
@@ -168,8 +170,12 @@ async def test_create_timeout_but_exists_is_not_repeated_and_the_server_is_adopt
     scw: Harness,
 ) -> None:
     await scw.fake.cloud.add_rule(parse_rule("create_timeout_but_exists", calls=1))
-    with pytest.raises(ProviderError) as raised:
-        await scw.provider.create(request("slow"))
+    impatient = provider_for(scw.url, scw.slept, timeout=1.0)  # the fake holds the answer 3 s
+    try:
+        with pytest.raises(ProviderError) as raised:
+            await impatient.create(request("slow"))
+    finally:
+        await impatient.close()
     assert raised.value.reason == base.PROVIDER_TIMEOUT
     assert raised.value.retryable
     assert scw.fake.calls("POST", "/servers") == 1  # never sent twice
@@ -302,19 +308,27 @@ async def test_429_is_retried_for_every_call_after_retry_after(scw: Harness) -> 
 
 async def test_latency_past_the_timeout_is_retried_then_raises_provider_timeout(scw: Harness) -> None:
     server = await scw.create()
-    await scw.fake.cloud.add_rule(parse_rule("latency:0.2", calls=1))
-    assert await scw.state(server) is PowerState.STARTING  # late but within the timeout
-    await scw.fake.cloud.add_rule(parse_rule("latency:1.5", calls=1))
-    assert await scw.state(server) is PowerState.STARTING  # the first try timed out, the second answered
-    assert len(scw.slept) == 1
-    await scw.fake.cloud.add_rule(parse_rule("latency:1.5"))
-    gets = scw.fake.calls("GET", f"/servers/{server}")
-    with pytest.raises(ProviderError) as raised:
-        await scw.provider.get(ZONE, server)
+    impatient = provider_for(scw.url, scw.slept, timeout=1.0)
+    try:
+        await scw.fake.cloud.add_rule(parse_rule("latency:0.1", calls=1))
+        found = await impatient.get(ZONE, server)  # late but within the timeout
+        assert found is not None
+        assert scw.slept == []
+        await scw.fake.cloud.add_rule(parse_rule("latency:3", calls=1))
+        found = await impatient.get(ZONE, server)  # the first try timed out, the second answered
+        assert found is not None
+        assert found.state is PowerState.STARTING
+        assert len(scw.slept) == 1
+        await scw.fake.cloud.add_rule(parse_rule("latency:3"))
+        gets = scw.fake.calls("GET", f"/servers/{server}")
+        with pytest.raises(ProviderError) as raised:
+            await impatient.get(ZONE, server)
+    finally:
+        await impatient.close()
+        await scw.fake.cloud.clear_rules()
     assert raised.value.reason == base.PROVIDER_TIMEOUT
     assert raised.value.retryable
     assert scw.fake.calls("GET", f"/servers/{server}") == gets + RETRIES + 1
-    await scw.fake.cloud.clear_rules()
 
 
 async def test_a_wrong_key_is_auth_failed_at_once_and_never_in_the_message(scw: Harness) -> None:
