@@ -100,15 +100,31 @@ def boot_machine(
     return (server.data_dir / MOCK_MACHINES_DIR / machine_id).resolve()
 
 
-def terminate(server: support.LiveServer, machine_dir: Path) -> None:
+def act(server: support.LiveServer, machine_dir: Path, action: str) -> None:
     async def call() -> None:
         db = Database(server.database_url)
         try:
-            await MockCloud(DatabaseStore(db)).act(ZONE, machine_dir.name, "terminate")
+            await MockCloud(DatabaseStore(db)).act(ZONE, machine_dir.name, action)
         finally:
             await db.dispose()
 
     asyncio.run(call())
+
+
+def user_data_kept(server: support.LiveServer, machine_dir: Path) -> bool:
+    async def read() -> bool:
+        db = Database(server.database_url)
+        try:
+            machines = await MockCloud(DatabaseStore(db)).tick()
+            return any(m.id == machine_dir.name and m.user_data for m in machines)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def runners_named(admin: httpx.Client, name: str) -> list[str]:
+    return [r["id"] for r in admin.get("/v1/runners").json() if r["name"] == name]
 
 
 def test_a_booted_machine_enrols_a_real_runner_that_goes_with_the_machine(server: support.LiveServer) -> None:
@@ -117,8 +133,19 @@ def test_a_booted_machine_enrols_a_real_runner_that_goes_with_the_machine(server
         wait_for(lambda: enrolled(admin, "mock-first"), "the runner enrolled and heartbeats", server, first)
         assert pids_of(first), "the runner process runs from the machine's own data dir"
         assert (first / "runner.json").stat().st_mode & 0o777 == 0o600
+        # the one-time token is spent: the simulated cloud forgets the user data that carried it
+        wait_for(
+            lambda: not user_data_kept(server, first), "user data cleared after enrolment", server, first
+        )
 
-        terminate(server, first)
+        # poweroff stops the runner; poweron starts it again with its saved credentials (no new runner)
+        act(server, first, "poweroff")
+        wait_for(lambda: not pids_of(first), "runner stopped with its machine", server, first)
+        act(server, first, "poweron")
+        wait_for(lambda: bool(pids_of(first)), "runner started again with its machine", server, first)
+        assert len(runners_named(admin, "mock-first")) == 1
+
+        act(server, first, "terminate")
         wait_for(
             lambda: not pids_of(first) and not first.exists(), "runner gone after terminate", server, first
         )

@@ -98,6 +98,9 @@ class MockProvider:
                     machines = await self.cloud.tick()
                     if self.boot is not None:
                         await self.boot.sync(machines)
+                        spent = self.boot.enrolled(machines)
+                        if spent:  # the runner has its own credentials: the one-time token goes
+                            await self.cloud.forget_user_data(spent)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a database hiccup: the next tick tries again

@@ -116,32 +116,41 @@ class RunnerBoot:
             if key not in self._booted and (machine is None or not machine.visible):
                 shutil.rmtree(self.machine_dir(key), ignore_errors=True)  # left by an earlier process
 
-    @staticmethod
-    def _wants_runner(machine: Machine) -> bool:
+    def enrolled(self, machines: Iterable[Machine]) -> list[str]:
+        """Machines whose runner holds its credentials while their user data still carries the token:
+        the token is spent, so the driver clears it from the cloud's memory."""
+        return [m.id for m in machines if m.user_data and self._credentials(m.id).exists()]
+
+    def _credentials(self, machine_id: str) -> Path:
+        return self.machine_dir(machine_id) / CONFIG_NAME
+
+    def _wants_runner(self, machine: Machine) -> bool:
         return (
             machine.state is MachineState.RUNNING
             and Scenario.WORKER_NEVER_REGISTERS not in machine.flags
-            and bool(machine.user_data)
+            and (bool(machine.user_data) or self._credentials(machine.id).exists())
         )
 
     def _start(self, machine: Machine) -> None:
-        try:
-            enrolment = read_enrolment(machine.user_data or "")
-        except UserDataError as exc:
-            log.warning("mock_boot_user_data_unreadable", machine=machine.id, error=str(exc))
-            self._exits[machine.id] = time.monotonic()  # a broken document stays broken: no busy retry
-            return
+        enrolment = None  # enrolled at an earlier boot: the runner starts from its saved credentials
+        if not self._credentials(machine.id).exists():
+            try:
+                enrolment = read_enrolment(machine.user_data or "")
+            except UserDataError as exc:
+                log.warning("mock_boot_user_data_unreadable", machine=machine.id, error=str(exc))
+                self._exits[machine.id] = time.monotonic()  # a broken document stays broken: no busy retry
+                return
         booted = _Booted(machine.id)
         booted.task = asyncio.create_task(self._boot(booted, enrolment), name=f"mock-boot-{machine.id}")
         self._booted[machine.id] = booted
 
-    async def _boot(self, booted: _Booted, enrolment: Enrolment) -> None:
+    async def _boot(self, booted: _Booted, enrolment: Enrolment | None) -> None:
         directory = self.machine_dir(booted.machine_id)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         config = directory / CONFIG_NAME
-        env = self._env(directory, enrolment)
+        env = self._env(directory)
         attempt = 0
-        while not config.exists():
+        while enrolment is not None and not config.exists():
             attempt += 1
             code = await self._run(
                 booted,
@@ -150,6 +159,7 @@ class RunnerBoot:
                     **env,
                     "IKOMA_API_URL": enrolment.api_url,
                     "IKOMA_BOOTSTRAP_TOKEN": enrolment.bootstrap_token,
+                    "IKOMA_INSTANCE_ID": enrolment.instance_id or "",
                 },
             )
             if config.exists():
@@ -162,7 +172,7 @@ class RunnerBoot:
         if not booted.stopping:
             log.warning("mock_boot_runner_exited", machine=booted.machine_id, code=code)
 
-    def _env(self, directory: Path, enrolment: Enrolment) -> dict[str, str]:
+    def _env(self, directory: Path) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -171,8 +181,6 @@ class RunnerBoot:
         apps = directory / "apps"
         apps.mkdir(exist_ok=True)
         env.update(IKOMA_DATA_DIR=str(directory), IKOMA_APPS_ROOT=str(apps.resolve()))
-        if enrolment.instance_id:
-            env["IKOMA_INSTANCE_ID"] = enrolment.instance_id
         return env
 
     async def _run(self, booted: _Booted, argv: list[str], env: dict[str, str]) -> int:

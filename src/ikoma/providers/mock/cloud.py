@@ -106,6 +106,8 @@ class MockCloud:
 
     async def tick(self) -> list[Machine]:
         """Move the world to now; every machine the simulator still keeps (terminated ones too)."""
+        if not await self.store.has_machines():
+            return []  # nothing to move: no write transaction every second on an idle installation
         async with self.store.session() as world:
             self.simulator.tick(world)
             return [m.copy() for m in world.machines.values()]
@@ -115,6 +117,13 @@ class MockCloud:
         async with self.store.session() as world:
             self.simulator.tick(world)
             return self.simulator.vanish(world, zone, machine_id)
+
+    async def forget_user_data(self, machine_ids: list[str]) -> None:
+        """Clear the user data (and the spent token in it) of these machines."""
+        async with self.store.session() as world:
+            for machine_id in machine_ids:
+                if machine_id in world.machines:
+                    world.machines[machine_id].user_data = None
 
     async def add_rule(self, rule: Rule) -> None:
         async with self.store.session() as world:

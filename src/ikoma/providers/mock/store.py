@@ -30,6 +30,10 @@ MOCK_LOCK_KEY = 0x1C0A_0017
 class SimulatorStore(Protocol):
     def session(self) -> contextlib.AbstractAsyncContextManager[World]: ...
 
+    async def has_machines(self) -> bool:
+        """Whether any machine is kept at all (a cheap read: the idle driver skips its session)."""
+        ...
+
 
 class MemoryStore:
     """The world in this process (one asyncio lock); copies go in and out so a failed session
@@ -38,6 +42,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self._world = World()
         self._lock = asyncio.Lock()
+
+    async def has_machines(self) -> bool:
+        return bool(self._world.machines)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[World]:
@@ -52,6 +59,10 @@ class DatabaseStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def has_machines(self) -> bool:
+        async with self.db.read() as tx:
+            return (await tx.execute(select(mock_machines.c.id).limit(1))).first() is not None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[World]:
