@@ -282,6 +282,7 @@ def test_search_pages_and_filters_over_http(admin: httpx.Client) -> None:
         ({"from": "2030-01-01T00:00:00Z", "to": "2020-01-01T00:00:00Z"}, 422, "invalid_time_range"),
         ({"outcome": "maybe"}, 422, "validation_error"),
         ({"since": "2020-01-01"}, 422, "unknown_query_parameter"),
+        ({"to": "9999-12-31T23:00:00-02:00"}, 422, "validation_error"),  # past the last UTC time
         ({"limit": "0"}, 422, "validation_error"),
     ],
 )

@@ -12,17 +12,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from ikoma.api.deps import Ctx
+from ikoma.domain.errors import Invalid
 from ikoma.services import action_logs
 from ikoma.services.action_logs import Channel, Filters, Outcome
 
 router = APIRouter(tags=["audit"])
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, field: str) -> datetime | None:
     # stored times are UTC (SQLite keeps them without an offset): compare like with like
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-02:00 is past the last UTC time Python holds
+        message = f"`{field}` is out of range once in UTC"
+        raise Invalid(
+            message, reason="validation_error", errors=[{"path": field, "message": message, "type": "range"}]
+        ) from None
 
 
 def filters(
@@ -55,8 +62,8 @@ def filters(
         target=target,
         outcome=outcome,
         channel=channel,
-        since=_utc(since),
-        until=_utc(until),
+        since=_utc(since, "from"),
+        until=_utc(until, "to"),
     )
 
 
