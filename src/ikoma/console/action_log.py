@@ -32,9 +32,9 @@ def parse_time(value: str, field: str) -> datetime:
     """`2026-12-07T21:15` (a datetime-local input) or full ISO 8601; no zone means UTC."""
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # overflow: past the last UTC time Python holds
         raise ValueError(f"{field}: {value!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @router.get("/action-log")
