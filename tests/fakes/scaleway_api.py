@@ -47,7 +47,8 @@ from starlette.routing import Route
 from ikoma.providers import base
 from ikoma.providers.base import ProviderError
 from ikoma.providers.mock.cloud import MockCloud
-from ikoma.providers.mock.simulator import Clock, Machine, MachineState, MachineType, Simulator, Timings
+from ikoma.providers.mock.machines import Clock, Machine, MachineState, MachineType, Timings
+from ikoma.providers.mock.simulator import Simulator
 from ikoma.providers.mock.store import MemoryStore, SimulatorStore
 from ikoma.services.catalog_seed import SCALEWAY_OFFERS
 

@@ -19,8 +19,8 @@ import pytest
 
 from ikoma.providers import base
 from ikoma.providers.base import InstanceRequest, PowerState, ProviderError
+from ikoma.providers.mock.machines import ManualClock
 from ikoma.providers.mock.scenarios import parse_rule
-from ikoma.providers.mock.simulator import ManualClock
 from ikoma.providers.registry import providers_from
 from ikoma.providers.scaleway import adapter as scaleway
 from ikoma.providers.scaleway.adapter import ScalewayProvider

@@ -30,8 +30,8 @@ from scaleway.instance.v1.custom_api import InstanceUtilsV1API
 from scaleway_core.api import ScalewayException
 
 from ikoma.providers import base
+from ikoma.providers.mock.machines import ManualClock
 from ikoma.providers.mock.scenarios import parse_rule
-from ikoma.providers.mock.simulator import ManualClock
 from tests.fakes.scaleway_api import ScalewayFake, scaleway_cloud, serving
 
 ZONE = "fr-par-2"
