@@ -85,8 +85,7 @@ class MockCloud:
                 power_on=power_on,
             )
         )
-        assert machine is not None  # an answer without error always carries its machine
-        return machine
+        return _machine(machine)
 
     async def get(self, zone: str, machine_id: str) -> Machine | None:
         return await self._call(lambda world: self.simulator.get(world, zone, machine_id))
@@ -99,8 +98,7 @@ class MockCloud:
     async def act(self, zone: str, machine_id: str, action: str) -> Machine:
         """`poweron`, `poweroff`, `reboot` or `terminate`; the machine as the action left it."""
         machine = await self._call(lambda world: self.simulator.act(world, zone, machine_id, action))
-        assert machine is not None
-        return machine
+        return _machine(machine)
 
     # --- for tests and the driver (no scenario applies) ----------------------------------------------
 
@@ -136,6 +134,13 @@ class MockCloud:
     async def rules(self) -> list[Rule]:
         async with self.store.session() as world:
             return [Rule(r.scenario, r.zone, r.instance_type, r.calls, r.seconds, r.id) for r in world.rules]
+
+
+def _machine(value: Machine | None) -> Machine:
+    # create and act answer a machine whenever they answer without an error
+    if value is None:
+        raise RuntimeError("the simulator answered neither a machine nor an error")
+    return value
 
 
 def _copied(value: T | None) -> T | None:
