@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ikoma.domain.retention import Retention
 from ikoma.metrics import Metrics
@@ -41,6 +42,8 @@ class Context:
     # cloud providers by catalog code (issue 16, providers/registry.py): `mock`, `scaleway` when configured
     providers: dict[str, Provider] = field(default_factory=dict)
     head_revision: str = ""
+    # deployments and the leader's instance loops (issue 16), built on first use: instance_loops.from_context
+    instance_loops: Any = None
 
 
 def build(settings: Settings) -> Context:

@@ -11,11 +11,13 @@ from fastapi import Depends, FastAPI
 
 from ikoma import __version__, bootstrap
 from ikoma.api import action_logs as action_log_routes
-from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner
+from ikoma.api import action_types as action_type_routes
+from ikoma.api import admin, api_clients, errors, event_stream, health, openapi, runner, worker_enrolment
 from ikoma.api import audit as audit_routes
 from ikoma.api import auth as auth_routes
 from ikoma.api import catalog as catalog_routes
 from ikoma.api import events as event_routes
+from ikoma.api import instances as instance_routes
 from ikoma.api import runners as runner_routes
 from ikoma.api import state as state_routes
 from ikoma.api import tools as tool_routes
@@ -28,7 +30,7 @@ from ikoma.api.request_context import RequestContext
 from ikoma.api.runner_lane import RunnerLane
 from ikoma.console import routes as console_routes
 from ikoma.providers import registry as provider_registry
-from ikoma.services import catalog_seed, webhook_delivery
+from ikoma.services import catalog_seed, instance_loops, webhook_delivery
 from ikoma.services.admin_keys import ensure_admin_key
 from ikoma.services.admin_user import ensure_admin_user
 from ikoma.services.broadcast import EVENTS as EVENTS_CHANNEL
@@ -96,6 +98,8 @@ def create_app(
             # issue 16: the Mock provider's simulated machines move and boot their runners here
             for name, loop in provider_registry.background_loops(ctx.providers).items():
                 ctx.leader.run_while_leading(name, loop)
+            # issue 16: provisioning retries, health, terminator, orphan watchdog (services/instance_loops.py)
+            ctx.leader.run_while_leading("instances", instance_loops.from_context(ctx).run_forever)
         await ctx.leader.start()
         runner_process = None
         # issue 14: the runner of every ssh server, in this process (IKOMA_SSH_EXECUTOR=false: elsewhere)
@@ -192,6 +196,9 @@ def create_app(
     app.include_router(auth_routes.me_router)
     app.include_router(user_routes.router)
     app.include_router(catalog_routes.router)
+    app.include_router(instance_routes.router)
+    app.include_router(worker_enrolment.router)
+    app.include_router(action_type_routes.router)
     # the runner hot path is matched first, before the admin routes are tried one by one
     app.router.routes[0:0] = runner.routes
     app.router.routes.append(mcp.route)

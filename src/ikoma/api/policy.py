@@ -182,6 +182,17 @@ POLICY: dict[tuple[str, str], Access] = {
     ("POST", "/models"): ADMIN,
     ("GET", "/models/{model_id}"): OBSERVER,
     ("POST", "/catalog/sync"): ADMIN,
+    # --- instances (issue 16, seed 002): everyone reads them, operators deploy, terminate, reconcile ----
+    ("POST", "/deployments"): OPERATOR,
+    ("GET", "/instances"): OBSERVER,
+    ("GET", "/instances/{instance_id}"): OBSERVER,
+    ("DELETE", "/instances/{instance_id}"): OPERATOR,
+    ("PUT", "/instances/{instance_id}/archive"): OPERATOR,
+    ("POST", "/reconcile"): OPERATOR,
+    ("GET", "/action_types"): OBSERVER,
+    # the seed's worker enrolment: each handler checks its own bearer token (bootstrap, then runner)
+    ("POST", "/internal/worker/register"): RUNNER,
+    ("POST", "/internal/worker/heartbeat"): RUNNER,
 }
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -22,6 +22,19 @@ ORDER_KINDS = (
     "order.stale",
     "order.requeued",
 )
+INSTANCE_KINDS = tuple(
+    f"instance.{state}"
+    for state in (
+        "provisioning",
+        "booting",
+        "ready",
+        "unreachable",
+        "terminating",
+        "terminated",
+        "failed",
+        "orphaned",
+    )
+)
 # every kind the log stores (webhooks add their own `webhook.*`); `stream.lagging` is SSE only
 KINDS = (
     *ORDER_KINDS,
@@ -52,6 +65,8 @@ KINDS = (
     # issue 16: a catalog sync's counts; a provider call that failed (its stable reason)
     "catalog.synced",
     "provider.error",
+    # issue 16: every instance transition is `instance.<state it reaches>` (services/instances.py)
+    *INSTANCE_KINDS,
 )
 
 CANCEL_REQUESTED = "cancel_requested"  # the order event reason of a cancel asked of a RUNNING order

@@ -23,7 +23,7 @@ from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables import audit_log
 
 Outcome = Literal["allowed", "denied", "error"]
-Channel = Literal["rest", "execute", "mcp"]
+Channel = Literal["rest", "execute", "mcp", "system"]
 # the stats name at most this many actions (the most frequent); the rest are summed in `otherActions`
 STATS_ACTIONS = 50
 

@@ -31,7 +31,8 @@ from ikoma.storage.tables import audit_log
 log = structlog.get_logger("ikoma.audit")
 
 Outcome = Literal["allowed", "denied", "error"]
-Channel = Literal["rest", "execute", "mcp"]
+# `system`: what IKOMA did by itself (issue 16: provider calls of the instance loops), actor `system`
+Channel = Literal["rest", "execute", "mcp", "system"]
 GENESIS = "0" * 64
 # any dict key containing one of these is masked in stored params; `sql` may carry passwords too
 _SECRET_MARKERS = ("password", "passwd", "secret", "token", "apikey", "api_key", "credential", "sql", "key")
@@ -166,7 +167,7 @@ async def append(tx: Tx, entry: AuditEntry, *, mirror: Path | None = None) -> in
 def _publish_tool_call(tx: Tx, entry: AuditEntry) -> None:
     """A tool call allowed (`tool.called`) or refused (`tool.refused`) in the event log; the audit's
     `error` outcome of a call is its order's `order.failed`. Never the params, not even masked."""
-    if entry.channel == "rest" or entry.outcome == "error":
+    if entry.channel in ("rest", "system") or entry.outcome == "error":
         return
     actor = entry.actor_kind  # `admin`, `anonymous` (no valid credential); else `<kind>:<id>` (`user:<id>`)
     if entry.actor_kind != "admin" and entry.actor_id is not None:
