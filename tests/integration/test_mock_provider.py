@@ -16,9 +16,10 @@ import pytest
 from ikoma.providers import base
 from ikoma.providers.base import InstanceRequest, PowerState, ProviderError
 from ikoma.providers.mock.adapter import MockProvider
+from ikoma.providers.mock.boot import RunnerBoot
 from ikoma.providers.mock.cloud import MockCloud
 from ikoma.providers.mock.scenarios import parse_rule
-from ikoma.providers.mock.simulator import ManualClock, Timings
+from ikoma.providers.mock.simulator import Machine, MachineState, ManualClock, Timings
 from ikoma.providers.mock.store import DatabaseStore, MemoryStore, SimulatorStore
 from ikoma.storage.database import Database
 from tests import support
@@ -278,3 +279,33 @@ async def test_replicas_share_one_world_and_never_hand_out_an_ip_twice(store_url
     finally:
         for db in databases:
             await db.dispose()
+
+
+async def test_boot_starts_nothing_for_unreadable_user_data_and_clears_dirs_of_gone_machines(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "mock-machines"
+    (root / "gone-machine").mkdir(parents=True)  # left by an earlier server process
+    now = ManualClock().now()
+    broken = Machine(
+        id="broken",
+        zone=ZONE,
+        instance_type="MOCK-CPU-S",
+        name="broken",
+        image="ubuntu_jammy",
+        tags={},
+        state=MachineState.RUNNING,
+        public_ip=None,
+        private_ip=None,
+        created_at=now,
+        updated_at=now,
+        user_data="#!/bin/sh\necho not cloud-config\n",
+    )
+    boot = RunnerBoot(root)
+    try:
+        await boot.sync([broken])
+        assert boot.running() == {}
+        assert not (root / "broken").exists()
+        assert not (root / "gone-machine").exists()
+    finally:
+        await boot.close()
