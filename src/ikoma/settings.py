@@ -274,6 +274,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _scaleway_key_needs_a_project(self) -> Settings:
+        # servers belong to a project: a key without one would fail at the first create, not at start
+        key = self.scaleway_secret_key.get_secret_value().strip() if self.scaleway_secret_key else ""
+        if (key or self.scaleway_secret_key_file is not None) and not self.scaleway_project_id:
+            raise ValueError(
+                "SCALEWAY_PROJECT_ID is needed with a Scaleway secret key (servers belong to a project)"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:

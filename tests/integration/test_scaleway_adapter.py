@@ -399,13 +399,14 @@ def test_no_secret_key_means_no_scaleway_provider() -> None:
 async def test_the_key_file_comes_first_and_aliases_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SCALEWAY_PROJECT_ID", PROJECT)
     monkeypatch.setenv("SCW_SECRET_KEY", "from-alias")
     assert scaleway.secret_key(Settings()) == "from-alias"
     key_file = tmp_path / "scaleway_secret_key"
     key_file.write_text("from-file\n")
     monkeypatch.setenv("SCALEWAY_SECRET_KEY_FILE", str(key_file))
     assert scaleway.secret_key(Settings()) == "from-file"
-    settings = Settings(SCALEWAY_PROJECT_ID=PROJECT, SCALEWAY_ZONES="fr-par-2, nl-ams-1")
+    settings = Settings(SCALEWAY_ZONES="fr-par-2, nl-ams-1")
     assert "from-alias" not in repr(settings)
     assert "from-file" not in repr(settings)
     provider = scaleway.provider_from_settings(settings)
@@ -415,11 +416,14 @@ async def test_the_key_file_comes_first_and_aliases_are_read(
 
 
 def test_a_key_without_a_project_or_an_unreadable_key_file_stops_the_start(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="SCALEWAY_PROJECT_ID"):
-        scaleway.provider_from_settings(Settings(SCALEWAY_SECRET_KEY="k"))
+    with pytest.raises(SettingsError, match="SCALEWAY_PROJECT_ID") as no_project:
+        load_settings(SCALEWAY_SECRET_KEY="scw-never-printed")
+    assert "scw-never-printed" not in str(no_project.value)
     missing = tmp_path / "nope"
     with pytest.raises(SettingsError, match="SCALEWAY_SECRET_KEY_FILE") as raised:
-        scaleway.provider_from_settings(Settings(SCALEWAY_SECRET_KEY_FILE=str(missing)))
+        scaleway.provider_from_settings(
+            Settings(SCALEWAY_SECRET_KEY_FILE=str(missing), SCALEWAY_PROJECT_ID=PROJECT)
+        )
     assert "No such file" in str(raised.value)
 
 
