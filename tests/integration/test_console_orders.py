@@ -404,6 +404,9 @@ async def test_an_order_outside_the_callers_scope_or_unknown_is_not_found(consol
     await console.page(f"/orders/{uuid.uuid4()}", console.admin, status=404)
     listed = await console.page(f"/orders?server={mine['id']}", scoped)
     assert not listed.find_all("tr", data_order_id=True)
+    own = await make_order(db, str(mine["id"]))
+    only_mine = await console.page("/orders", scoped)  # scoped to one server: its orders, as the API lists
+    assert [r.get("data-order-id") for r in only_mine.find_all("tr", data_order_id=True)] == [str(own["id"])]
 
 
 # --- the action log --------------------------------------------------------------------------------------

@@ -78,6 +78,8 @@ async def orders_page(
     items: list[dict[str, Any]] = []
     next_cursor = None
     server_id = server if server in names else None
+    if not server and principal is not None and principal.server_ids is not None and len(names) == 1:
+        server_id = next(iter(names))  # a caller scoped to one server lists its orders, as the API does
     if server and server_id is None:
         error = "No such server (or it is outside what you may see)."
     elif server_id is None and principal is not None and principal.server_ids is not None:
