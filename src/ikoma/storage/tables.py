@@ -650,6 +650,5 @@ Index("ix_login_failures_at", login_failures.c.at)
 # Issue 16's tables live in their own modules, in this `metadata` (imported last: they import it from here)
 from ikoma.storage import (  # noqa: E402
     tables_cloud,  # noqa: F401
-    tables_instances,  # noqa: F401
     tables_mock,  # noqa: F401
 )

@@ -146,3 +146,6 @@ models = Table(
     Column("updated_at", Timestamp, nullable=False, server_default=db_now()),
     CheckConstraint("gpu_memory_mb >= 0", name="gpu_memory_mb"),
 )
+
+# instances (migration 0018) use `Money`: imported once it exists, whichever module was imported first
+from ikoma.storage import tables_instances  # noqa: E402, F401
