@@ -9,6 +9,8 @@ rest refuses): the sync logic needs nothing else from a provider.
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -17,12 +19,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
+from ikoma.cli.main import app as cli
 from ikoma.domain.errors import Invalid
 from ikoma.providers.base import InstanceRequest, Offer, ProviderError, ProviderInstance
 from ikoma.services import catalog, catalog_seed, catalog_sync, events
 from ikoma.storage.database import Database
 from ikoma.storage.tables_cloud import instance_type_zones, instance_types, models, providers, regions, zones
+from tests import support
 from tests.integration.inprocess_api import as_client, running_app
 
 CATALOG_TABLES = (providers, regions, zones, instance_types, instance_type_zones, models)
@@ -524,3 +529,59 @@ async def test_sync_route_answers_counts_and_refuses_an_unconfigured_provider(
         )
         failed = await client.post("/catalog/sync", json={"provider": "mock"})
         assert (failed.status_code, failed.json()["reason"]) == (502, "provider_timeout")
+
+
+async def test_syncing_the_real_mock_provider_finds_the_seed_as_it_is(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The Mock adapter (providers/mock) sells what the seed lists: a fresh install's sync changes nothing."""
+    async with running_app(database_url, tmp_path) as (client, ctx):
+        assert "mock" in ctx.providers
+        answer = await client.post("/catalog/sync", json={"provider": "mock"})
+        assert answer.status_code == 200, answer.text
+        [mock] = answer.json()["providers"]
+        assert (
+            mock["added"],
+            mock["updated"],
+            mock["unavailable"],
+            mock["zonesAdded"],
+            mock["rejected"],
+        ) == (
+            0,
+            0,
+            0,
+            0,
+            [],
+        )
+        assert mock["unchanged"] == len({o.instance_type for o in catalog_seed.MOCK_OFFERS})
+
+
+# --- the CLI against a real server ----------------------------------------------------------------------
+def test_cli_lists_types_and_models_syncs_and_adds_a_model(shared_server: support.LiveServer) -> None:
+    env = {"IKOMA_API_URL": shared_server.url, "IKOMA_ADMIN_KEY": shared_server.admin_key, "COLUMNS": "200"}
+
+    def ikoma(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["catalog", *args], env={**env, "NO_COLOR": "1"})
+
+    listed = ikoma("list", "--provider", "mock", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert sorted(t["code"] for t in json.loads(listed.stdout)) == ["MOCK-CPU-S", "MOCK-GPU-M", "MOCK-GPU-S"]
+    table = ikoma("list", "--zone", "mock-par-1")
+    assert table.exit_code == 0, table.output
+    gpu_line = next(line for line in table.stdout.splitlines() if "MOCK-GPU-S" in line)
+    assert "1x Mock L4 (24 GiB)" in gpu_line
+    assert "0.25" in gpu_line
+    assert "MOCK-GPU-M" not in table.stdout  # listed in mock-par-1 but sold out there
+    assert "provider off" in ikoma("list", "--provider", "scaleway").stdout  # no credentials here
+    models = ikoma("models")
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in models.stdout
+    synced = ikoma("sync", "--json")
+    assert synced.exit_code == 0, synced.output
+    assert [(p["provider"], p["added"]) for p in json.loads(synced.stdout)["providers"]] == [("mock", 0)]
+    refused = ikoma("sync", "--provider", "nowhere")
+    assert refused.exit_code == 1
+    assert "provider_not_configured" in refused.output
+    name = f"org/cli-{uuid.uuid4().hex[:8]}"
+    added = ikoma("add-model", name, "--gpu-memory-mb", "0", "--serving", "mock", "--json")
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["name"] == name

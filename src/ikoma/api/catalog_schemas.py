@@ -75,6 +75,7 @@ class InstanceTypePublic(Public):
     id: str
     provider_id: str
     provider_code: str
+    provider_enabled: bool
     code: str = Field(description="The provider's commercial type, e.g. `L4-1-24G`.")
     name: str
     vcpus: int
@@ -87,7 +88,9 @@ class InstanceTypePublic(Public):
         description="The provider sells it (in at least one zone), as its last sync said."
     )
     enabled: bool = Field(description="The admin offers it.")
-    zones: list[str] = Field(description="Codes of the zones where it can be deployed now.")
+    zones: list[str] = Field(
+        description="Codes of the zones where it can be deployed now (none while it or its provider is off)."
+    )
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

@@ -480,6 +480,20 @@ class AdminClient:
     def rebuild_state(self, server_id: str | None = None) -> JsonObject:
         return self._object("POST", "/v1/state/rebuild", json=without_unset(serverId=server_id))
 
+    # The catalog (issue 16): seed 002's paths, without /v1
+
+    def list_instance_types(self, provider: str | None = None) -> list[JsonObject]:
+        return self._list("GET", "/instance_types", params={"provider": provider} if provider else None)
+
+    def list_models(self) -> list[JsonObject]:
+        return self._list("GET", "/models")
+
+    def create_model(self, fields: Mapping[str, Any]) -> JsonObject:
+        return self._object("POST", "/models", json=dict(fields))
+
+    def sync_catalog(self, provider: str | None = None) -> JsonObject:
+        return self._object("POST", "/catalog/sync", json=without_unset(provider=provider))
+
     # Names, keys and short ids
 
     def resolve(self, kind: str, ref: str) -> str:

@@ -34,7 +34,11 @@ _ZONE_COLUMNS = (*zones.c, regions.c.code.label("region_code"), providers.c.code
 _ZONES = zones.join(regions, regions.c.id == zones.c.region_id).join(
     providers, providers.c.id == zones.c.provider_id
 )
-_TYPE_COLUMNS = (*instance_types.c, providers.c.code.label("provider_code"))
+_TYPE_COLUMNS = (
+    *instance_types.c,
+    providers.c.code.label("provider_code"),
+    providers.c.enabled.label("provider_enabled"),
+)
 _TYPES = instance_types.join(providers, providers.c.id == instance_types.c.provider_id)
 _REGION_COLUMNS = (*regions.c, providers.c.code.label("provider_code"))
 _REGIONS = regions.join(providers, providers.c.id == regions.c.provider_id)
@@ -91,7 +95,7 @@ async def list_zones(
 
 
 async def _zone_codes(tx: Tx, type_ids: list[str]) -> dict[str, list[str]]:
-    """Per type, the zones where it can be deployed now (sold there, and offered there by the admin)."""
+    """Per type, the zones where it is sold and offered (listing available and enabled, zone enabled)."""
     found: dict[str, list[str]] = {type_id: [] for type_id in type_ids}
     if not type_ids:
         return found
@@ -109,6 +113,13 @@ async def _zone_codes(tx: Tx, type_ids: list[str]) -> dict[str, list[str]]:
     for row in (await tx.execute(query)).mappings().all():
         found[str(row["instance_type_id"])].append(row["code"])
     return found
+
+
+def _deployable_zones(row: Mapping[str, Any], where: dict[str, list[str]]) -> list[str]:
+    """The zones a type can be deployed in now: none while it, or its provider, is off."""
+    if not (row["provider_enabled"] and row["enabled"] and row["available"]):
+        return []
+    return where[str(row["id"])]
 
 
 async def list_instance_types(
@@ -133,7 +144,7 @@ async def list_instance_types(
         rows = [dict(r) for r in (await tx.execute(query)).mappings().all()]
         where = await _zone_codes(tx, [str(r["id"]) for r in rows])
     for row in rows:
-        row["zones"] = where[str(row["id"])]
+        row["zones"] = _deployable_zones(row, where)
     return rows
 
 
@@ -206,7 +217,7 @@ async def types_of_zone(db: Database, zone_id: str, *, everything: bool = False)
     if not everything and not zone["enabled"]:
         return []  # nothing deploys in a disabled zone
     for row in rows:
-        row["zones"] = where[str(row["id"])]
+        row["zones"] = _deployable_zones(row, where)
     return rows
 
 
@@ -385,9 +396,7 @@ async def check_deployable(tx: Tx, *, instance_type_id: str, zone_id: str, model
     kind = (
         (
             await tx.execute(
-                select(*_TYPE_COLUMNS, providers.c.enabled.label("provider_enabled"))
-                .select_from(_TYPES)
-                .where(instance_types.c.id == instance_type_id)
+                select(*_TYPE_COLUMNS).select_from(_TYPES).where(instance_types.c.id == instance_type_id)
             )
         )
         .mappings()
