@@ -25,7 +25,8 @@ from ikoma.providers.mock.store import DatabaseStore
 from ikoma.providers.mock.user_data import read_enrolment
 from ikoma.services import bootstrap, catalog_seed
 from ikoma.services.instance_loops import InstanceLoops
-from ikoma.services.instances import Instances, installation_id
+from ikoma.services.instance_records import installation_id
+from ikoma.services.instances import Instances
 from ikoma.settings import Settings
 from ikoma.storage.clock import db_now
 from ikoma.storage.database import Database

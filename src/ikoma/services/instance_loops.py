@@ -45,7 +45,8 @@ from ikoma.providers import base
 from ikoma.providers.base import PowerState, ProviderError, ProviderInstance
 from ikoma.providers.mock.simulator import Clock, SystemClock
 from ikoma.services import events
-from ikoma.services.instances import Instances, as_utc, installation_id, record_action, transition
+from ikoma.services.instance_records import as_utc, installation_id, record_action, transition
+from ikoma.services.instances import Instances
 from ikoma.storage.clock import db_now
 from ikoma.storage.tables import runner_bootstrap_tokens, runners, servers
 from ikoma.storage.tables_cloud import instance_types, providers, zones

@@ -1,4 +1,4 @@
-"""Instances: deployments at a provider, their rows, transitions, and the provisioning driver.
+"""Instances: deployments at a provider and the provisioning step (rows and transitions: instance_records.py).
 
     fleet = Instances(db, providers, settings)
     instance = await fleet.deploy(instance_type_id=..., zone_id=..., model_id=..., actor="user:...")
@@ -23,176 +23,44 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import and_, delete, insert, or_, select, update
 
 from ikoma.domain import tokens
-from ikoma.domain.errors import Conflict, Invalid, NotFound
-from ikoma.domain.ids import is_uuid
+from ikoma.domain.errors import Conflict, Invalid
 from ikoma.domain.instances import (
     DELETABLE,
     CreatePlan,
     State,
     after_create_error,
     can_archive,
-    check_move,
     provisioning,
 )
 from ikoma.providers import base
 from ikoma.providers.base import InstanceRequest, Provider, ProviderError, ProviderInstance
 from ikoma.providers.mock.user_data import render_user_data
-from ikoma.services import audit, catalog, events
+from ikoma.services import catalog, events
 from ikoma.services.bootstrap import BOOTSTRAP_TOKEN_KIND
+from ikoma.services.instance_records import (
+    error_values,
+    get_row,
+    installation_id,
+    machine_values,
+    public,
+    record_action,
+    transition,
+)
 from ikoma.settings import Settings
 from ikoma.storage.clock import db_now
-from ikoma.storage.database import Database, Tx
+from ikoma.storage.database import Database
 from ikoma.storage.tables import runner_bootstrap_tokens, servers
-from ikoma.storage.tables_instances import installation, instance_state_changes, instances
+from ikoma.storage.tables_instances import instance_state_changes, instances
 
 log = structlog.get_logger("ikoma.instances")
 
 DEFAULT_IMAGE = "ubuntu_jammy"
-ERROR_MESSAGE_CHARS = 500
-# the timestamp column each state stamps when it is reached
-_STAMPS = {
-    State.BOOTING: "booting_at",
-    State.READY: "ready_at",
-    State.TERMINATING: "terminating_at",
-    State.TERMINATED: "terminated_at",
-    State.FAILED: "failed_at",
-}
-
-
-def as_utc(value: Any) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite answers naive times or text)."""
-    if value is None:
-        return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An instance as answered: no lease internals, the price as the row holds it (a Decimal)."""
-    hidden = {"lease_owner", "lease_until", "bootstrap_token_id", "tags"}
-    return {k: v for k, v in row.items() if k not in hidden}
-
-
-async def installation_id(tx: Tx) -> str:
-    """This IKOMA's id, the OWNER_TAG value of every machine it creates (one row, made by 0018)."""
-    return str((await tx.execute(select(installation.c.id).order_by(installation.c.created_at))).scalar_one())
-
-
-async def _row(tx: Tx, instance_id: str) -> dict[str, Any]:
-    if not is_uuid(instance_id):
-        raise NotFound("no instance with this id", reason="instance_not_found", instanceId=instance_id[:100])
-    row = (await tx.execute(select(instances).where(instances.c.id == instance_id))).mappings().first()
-    if row is None:
-        raise NotFound("no instance with this id", reason="instance_not_found", instanceId=instance_id)
-    return dict(row)
-
-
-async def transition(
-    tx: Tx,
-    row: Mapping[str, Any],
-    to: State,
-    *,
-    reason: str,
-    actor: str = "system",
-    values: Mapping[str, Any] | None = None,
-) -> bool:
-    """Move one instance from the state `row` says to `to`, only if it still is in that state (a
-    concurrent move wins, this one answers False); history row and `instance.<to>` event with it."""
-    current = State(row["state"])
-    check_move(current, to)
-    changes: dict[str, Any] = {
-        "state": to.value,
-        "updated_at": db_now(),
-        "state_changed_at": db_now(),
-        **(values or {}),
-    }
-    if to in _STAMPS:
-        changes[_STAMPS[to]] = db_now()
-    moved = (
-        await tx.execute(
-            update(instances)
-            .where(instances.c.id == row["id"], instances.c.state == current.value)
-            .values(**changes)
-            .returning(instances.c.id)
-        )
-    ).first()
-    if moved is None:
-        return False
-    await tx.execute(
-        insert(instance_state_changes).values(
-            instance_id=row["id"], from_state=current.value, to_state=to.value, reason=reason[:200]
-        )
-    )
-    events.publish(
-        tx,
-        f"instance.{to.value}",
-        server_id=None if row.get("server_id") is None else str(row["server_id"]),
-        actor=actor,
-        data={
-            "instanceId": str(row["id"]),
-            "name": row["name"],
-            "provider": row["provider"],
-            "from": current.value,
-            "to": to.value,
-            "reason": reason,
-        },
-    )
-    return True
-
-
-async def record_action(
-    tx: Tx,
-    action: str,
-    row: Mapping[str, Any],
-    *,
-    outcome: audit.Outcome = "allowed",
-    reason: str | None = None,
-    actor: str = "system",
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    """One provider action in the action log (audit_log, channel `system`): `provider.create`,
-    `provider.adopt`, `provider.terminate`, `provider.orphan_found`. Never user data nor a token."""
-    await audit.append(
-        tx,
-        audit.AuditEntry(
-            channel="system",
-            actor_kind="system",
-            actor_id=actor,
-            token_prefix=None,
-            role=None,
-            action=action,
-            target=f"/instances/{row['id']}",
-            params={
-                "provider": row["provider"],
-                "zone": row["zone"],
-                "instanceType": row["instance_type"],
-                "providerId": row.get("provider_id"),
-                **(extra or {}),
-            },
-            outcome=outcome,
-            reason=reason,
-        ),
-    )
-
-
-def _machine_values(machine: ProviderInstance) -> dict[str, Any]:
-    return {
-        "provider_id": machine.provider_id,
-        "provider_state": machine.state.value,
-        "public_ip": machine.public_ip,
-        "private_ip": machine.private_ip,
-    }
-
-
-def _error_values(exc: ProviderError) -> dict[str, Any]:
-    return {"last_error": exc.reason[:64], "last_error_message": str(exc)[:ERROR_MESSAGE_CHARS]}
 
 
 class Instances:
@@ -234,11 +102,11 @@ class Instances:
 
     async def get(self, instance_id: str) -> dict[str, Any]:
         async with self.db.read() as tx:
-            return public(await _row(tx, instance_id))
+            return public(await get_row(tx, instance_id))
 
     async def history(self, instance_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as tx:
-            await _row(tx, instance_id)
+            await get_row(tx, instance_id)
             rows = await tx.execute(
                 select(instance_state_changes)
                 .where(instance_state_changes.c.instance_id == instance_id)
@@ -466,15 +334,20 @@ class Instances:
         self, row: dict[str, Any], machine: ProviderInstance, *, action: str, reason: str
     ) -> None:
         async with self.db.write() as tx:
-            current = await _row(tx, row["id"])
+            current = await get_row(tx, row["id"])
             values = {
-                **_machine_values(machine),
+                **machine_values(machine),
                 "lease_owner": None,
                 "lease_until": None,
                 "last_error": None,
             }
             if current["state"] != State.PROVISIONING.value or current["provider_id"] is not None:
-                return  # another worker adopted it, or it was deleted meanwhile: the watchdog sees the rest
+                # adopted by another worker, or deleted meanwhile: the terminator finds the machine by
+                # its tag once this lease is given back
+                await tx.execute(
+                    update(instances).where(self._mine(row["id"])).values(lease_owner=None, lease_until=None)
+                )
+                return
             if machine.public_ip:
                 await tx.execute(
                     update(servers)
@@ -507,14 +380,14 @@ class Instances:
                 },
             )
             if move.to is State.FAILED:
-                current = await _row(tx, row["id"])
+                current = await get_row(tx, row["id"])
                 if current["state"] == State.PROVISIONING.value:
                     await transition(
                         tx,
                         current,
                         State.FAILED,
                         reason=exc.reason,
-                        values={"lease_owner": None, "lease_until": None, **_error_values(exc)},
+                        values={"lease_owner": None, "lease_until": None, **error_values(exc)},
                     )
                 return
             # timeout: the machine may exist; anything retryable: try again after a pause
@@ -525,7 +398,7 @@ class Instances:
                     lease_owner=None,
                     lease_until=db_now(self._backoff(row["attempts"])),
                     updated_at=db_now(),
-                    **_error_values(exc),
+                    **error_values(exc),
                 )
             )
 
@@ -539,7 +412,7 @@ class Instances:
     ) -> None:
         values: dict[str, Any] = {"lease_owner": None, "lease_until": db_now(backoff), "updated_at": db_now()}
         if error is not None:
-            values.update(_error_values(error))
+            values.update(error_values(error))
         elif last_error is not None:
             values["last_error"] = last_error
         async with self.db.write() as tx:
@@ -551,14 +424,14 @@ class Instances:
         """DELETE: `terminating` (the terminator does the provider calls); already terminating or
         terminated answers the row as it is."""
         async with self.db.write() as tx:
-            row = await _row(tx, instance_id)
+            row = await get_row(tx, instance_id)
             if State(row["state"]) in DELETABLE:
                 await transition(tx, row, State.TERMINATING, reason="requested", actor=actor)
         return await self.get(instance_id)
 
     async def archive(self, instance_id: str, *, actor: str) -> dict[str, Any]:
         async with self.db.write() as tx:
-            row = await _row(tx, instance_id)
+            row = await get_row(tx, instance_id)
             if not can_archive(State(row["state"])):
                 raise Conflict(
                     "only a terminated instance can be archived: delete it first",
