@@ -45,10 +45,12 @@ def _ctx(request: Request) -> Context:
     return ctx
 
 
-def _call(request: Request) -> Any:
+def _call(request: Request, *, claim: bool = False) -> Any:
     """The runner call's transaction, opened by authenticating the caller (401 before anything else)."""
     headers = request.headers
-    return _ctx(request).dispatcher.runner_call(headers.get("x-runner-id"), headers.get("x-runner-token"))
+    return _ctx(request).dispatcher.runner_call(
+        headers.get("x-runner-id"), headers.get("x-runner-token"), claim=claim
+    )
 
 
 async def _authenticate(request: Request) -> None:
@@ -132,7 +134,7 @@ async def claim_next(request: Request) -> Response:
         identity = await dispatcher.authenticate(headers.get("x-runner-id"), headers.get("x-runner-token"))
         order = await dispatcher.claim_next(identity, wait=wait, disconnected=request.is_disconnected)
     else:
-        async with _call(request) as (identity, tx):
+        async with _call(request, claim=True) as (identity, tx):
             if not 0 <= wait <= MAX_WAIT_SECONDS:
                 raise Invalid(
                     f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -68,6 +69,12 @@ def _rotated(identity: RunnerIdentity, stored_hash: str) -> bool:
     return identity.token_hash is not None and identity.token_hash != stored_hash
 
 
+def _attempt_in_statement(tx: Tx) -> bool:
+    """PostgreSQL writes a transition's attempt row in the transition's own statement (dispatch_sql's
+    data-modifying CTEs: one round trip less per call); SQLite, which has none, in a statement of its own."""
+    return tx.dialect == "postgresql"
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -94,15 +101,19 @@ class Dispatcher:
         self.retry = retry or RetryPolicy()
         # turns each completion's report into machine state, timeline, report and artifact (issue 4)
         self.ingestor = ingestor
+        # the transactions that read their runner's row held (`authenticate(hold=True)`), and the
+        # identity read: a claim there by that very identity is live for as long as the transaction lasts
+        self._held: weakref.WeakKeyDictionary[Tx, RunnerIdentity] = weakref.WeakKeyDictionary()
 
     async def authenticate(
-        self, runner_id: str | None, token: str | None, *, tx: Tx | None = None
+        self, runner_id: str | None, token: str | None, *, tx: Tx | None = None, hold: bool = False
     ) -> RunnerIdentity:
         """Who is calling; 401 for a missing, malformed or unknown id, a wrong token or a revoked runner.
 
         Without a transaction (an idle long-poll, the check before a body is read) a token verified in
         the last minute is trusted from `self.credentials` (see services/runner_credentials.py for how
-        a revoked or rotated token is refused at once); in a transaction the database answers.
+        a revoked or rotated token is refused at once); in a transaction the database answers, and with
+        `hold` the runner's row stays held to the commit: a claim in `tx` then needs no check of its own.
         """
         if not runner_id or not token or not is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")
@@ -114,24 +125,30 @@ class Dispatcher:
         generation = self.credentials.generation
         params = {"runner_id": runner_id}
         if tx is not None:
-            row = (await tx.execute(sql.AUTH, params)).first()
+            row = (await tx.execute(sql.AUTH_HELD if hold else sql.AUTH, params)).first()
         else:
             async with self.db.read() as own:
                 row = (await own.execute(sql.AUTH, params)).first()
         if row is None or row.revoked_at is not None or not tokens.matches(token, row.token_hash):
             raise Unauthorized("runner credentials are missing or invalid")
         self.credentials.remember(runner_id, row.token_hash, row.server_id, generation=generation)
-        return RunnerIdentity(runner_id=runner_id, server_id=row.server_id, token_hash=row.token_hash)
+        identity = RunnerIdentity(runner_id=runner_id, server_id=row.server_id, token_hash=row.token_hash)
+        if hold and tx is not None:
+            self._held[tx] = identity
+        return identity
 
     @asynccontextmanager
     async def runner_call(
-        self, runner_id: str | None, token: str | None
+        self, runner_id: str | None, token: str | None, *, claim: bool = False
     ) -> AsyncIterator[tuple[RunnerIdentity, Tx]]:
-        """One runner call, one transaction: authenticate, then act (saves a round trip per call)."""
+        """One runner call, one transaction: authenticate, then act (saves a round trip per call).
+
+        `claim`: the call claims an order, so the runner's row is held from its authentication on.
+        """
         if not runner_id or not token or not is_uuid(runner_id):
             raise Unauthorized("runner credentials are missing or invalid")  # before touching the database
         async with self.db.write() as tx:
-            yield await self.authenticate(runner_id, token, tx=tx), tx
+            yield await self.authenticate(runner_id, token, tx=tx, hold=claim), tx
 
     @asynccontextmanager
     async def _write(self, tx: Tx | None) -> AsyncIterator[Tx]:
@@ -171,10 +188,16 @@ class Dispatcher:
     async def claim_once(self, identity: RunnerIdentity, *, tx: Tx | None = None) -> dict[str, Any] | None:
         lease_token = str(uuid.uuid4())
         async with self._write(tx) as tx:
-            live = {"p_runner_id": identity.runner_id, "p_token_hash": identity.token_hash}
-            if (await tx.execute(sql.LIVE_RUNNER[identity.token_hash is not None], live)).first() is None:
-                raise Unauthorized("runner credentials are missing or invalid")  # revoked or rotated
-            statement = sql.CLAIM_BY_RUNNER if identity.server_id is None else sql.CLAIM_BY_RUNNER_OR_SERVER
+            if self._held.get(tx) is not identity:  # else its row, read in this transaction, is held
+                live = {"p_runner_id": identity.runner_id, "p_token_hash": identity.token_hash}
+                if (await tx.execute(sql.LIVE_RUNNER[identity.token_hash is not None], live)).first() is None:
+                    raise Unauthorized("runner credentials are missing or invalid")  # revoked or rotated
+            by_server = identity.server_id is not None
+            opened = _attempt_in_statement(tx)
+            if opened:
+                statement = sql.CLAIM_OPENING_ATTEMPT[by_server]
+            else:
+                statement = sql.CLAIM_BY_RUNNER_OR_SERVER if by_server else sql.CLAIM_BY_RUNNER
             params = {
                 "p_runner_id": identity.runner_id,
                 "p_server_id": identity.server_id,
@@ -184,13 +207,14 @@ class Dispatcher:
             row = (await tx.execute(statement, params)).mappings().first()
             if row is None:
                 return None
-            await history.open_attempt(
-                tx,
-                order_id=row["id"],
-                attempt=row["attempt"],
-                runner_id=identity.runner_id,
-                lease_token=lease_token,
-            )
+            if not opened:
+                await history.open_attempt(
+                    tx,
+                    order_id=row["id"],
+                    attempt=row["attempt"],
+                    runner_id=identity.runner_id,
+                    lease_token=lease_token,
+                )
             await history.record_events(
                 tx,
                 [
@@ -271,10 +295,12 @@ class Dispatcher:
         the token cache, so its server is read again (attached elsewhere meanwhile?) in the claim's
         transaction, and a revoked runner or a rotated token is refused (401)."""
         async with self.db.write() as tx:
-            row = (await tx.execute(sql.AUTH, {"runner_id": identity.runner_id})).first()
+            row = (await tx.execute(sql.AUTH_HELD, {"runner_id": identity.runner_id})).first()
             if row is None or row.revoked_at is not None or _rotated(identity, row.token_hash):
                 raise Unauthorized("runner credentials are missing or invalid")
-            current = RunnerIdentity(identity.runner_id, row.server_id, token_hash=row.token_hash)
+            current = self._held[tx] = RunnerIdentity(
+                identity.runner_id, row.server_id, token_hash=row.token_hash
+            )
             return await self.claim_once(current, tx=tx)
 
     # --- start / heartbeat / complete ----------------------------------------------------------------
@@ -309,7 +335,9 @@ class Dispatcher:
         self, identity: RunnerIdentity, order_id: str, lease_token: str | None, *, tx: Tx | None = None
     ) -> dict[str, Any]:
         async with self._write(tx) as tx:
-            statement = sql.START[lease_token is not None]
+            fenced = lease_token is not None
+            marked = _attempt_in_statement(tx)
+            statement = sql.START_MARKING_ATTEMPT[fenced] if marked else sql.START[fenced]
             row = (
                 (await tx.execute(statement, self._params(identity, order_id, lease_token)))
                 .mappings()
@@ -320,7 +348,8 @@ class Dispatcher:
                 if replayed is not None:
                     return replayed
                 raise await self._refusal(tx, identity, order_id, lease_token, START_FROM)
-            await history.mark_attempt_started(tx, order_id=order_id, attempt=row["attempt"])
+            if not marked:
+                await history.mark_attempt_started(tx, order_id=order_id, attempt=row["attempt"])
             await history.record_events(
                 tx,
                 [
@@ -400,7 +429,10 @@ class Dispatcher:
             "p_report_summary": report_summary,
         }
         async with self._write(tx) as tx:
-            row = (await tx.execute(sql.COMPLETE[lease_token is not None], params)).mappings().first()
+            fenced = lease_token is not None
+            closed = _attempt_in_statement(tx)
+            statement = sql.COMPLETE_CLOSING_ATTEMPT[fenced] if closed else sql.COMPLETE[fenced]
+            row = (await tx.execute(statement, params)).mappings().first()
             if row is None:
                 replay = await self._replayed_completion(tx, identity, order_id, outcome, lease_token)
                 if replay is not None:
@@ -413,7 +445,8 @@ class Dispatcher:
             if self.ingestor is not None:
                 # same transaction as the completion: derived data commits with it or not at all
                 await self.ingestor.ingest(tx, dict(row))
-            await history.close_attempts(tx, [(order_id, attempt, outcome.value, Reason.COMPLETED.value)])
+            if not closed:
+                await history.close_attempts(tx, [(order_id, attempt, outcome.value, Reason.COMPLETED.value)])
             events = [
                 history.event(
                     order_id,

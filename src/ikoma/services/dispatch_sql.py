@@ -9,9 +9,10 @@ running them (profiled). The dispatcher binds parameters (`p_order_id`, `p_runne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import JSON, and_, bindparam, func, or_, select, update
+from sqlalchemy import JSON, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ikoma.domain.lifecycle import (
@@ -29,13 +30,17 @@ from ikoma.storage.tables import order_attempts, orders, runners, servers
 
 # The hot-path statements are built once, with bind parameters: SQLAlchemy then memoizes each one's
 # cache key and compiled form, where building them per call cost more than running them (profiled).
-AUTH = Prepared(
+_AUTH = (
     select(runners.c.token_hash, runners.c.revoked_at, servers.c.id.label("server_id"))
     .select_from(
         runners.outerjoin(servers, and_(servers.c.runner_id == runners.c.id, servers.c.deleted_at.is_(None)))
     )
     .where(runners.c.id == bindparam("runner_id"))
 )
+AUTH = Prepared(_AUTH)
+# A claim's own authentication: the runner's row read FOR SHARE (PostgreSQL) to the claim's commit, which
+# is what LIVE_RUNNER below checks, so a claim that authenticated this way skips it (one statement less).
+AUTH_HELD = Prepared(_AUTH.with_for_update(read=True, of=runners))
 
 
 # Checked again by every claim, in the claim's transaction: a long-poll that began before the runner was
@@ -94,6 +99,27 @@ def _claim(*, by_server: bool) -> Any:
 
 CLAIM_BY_RUNNER = Prepared(_claim(by_server=False))
 CLAIM_BY_RUNNER_OR_SERVER = Prepared(_claim(by_server=True))
+
+
+def _with_attempt(transition: Any, attempt_write: Callable[[Any], Any]) -> Any:
+    """PostgreSQL: the transition and the write of its attempt row as one statement (a data-modifying
+    CTE), one round trip instead of two; it answers the transition's RETURNING row. The attempt write
+    sees the order's new values through the CTE (`changed`); nothing else in the statement reads it."""
+    changed = transition.cte("changed")
+    return select(changed).add_cte(attempt_write(changed).cte("attempt_row"))
+
+
+def _open_attempt(changed: Any) -> Any:
+    columns = ["order_id", "attempt", "runner_id", "lease_token", "claimed_at"]
+    claimed = select(changed.c.id, changed.c.attempt, changed.c.runner_id, changed.c.lease_token, db_now())
+    return insert(order_attempts).from_select(columns, claimed)
+
+
+# services/history.open_attempt's row, written by the claim itself
+CLAIM_OPENING_ATTEMPT = {
+    by_server: Prepared(_with_attempt(_claim(by_server=by_server), _open_attempt))
+    for by_server in (False, True)
+}
 # A long-poll looks (a read) before it claims (a write transaction): an idle runner costs no write.
 ANY_ELIGIBLE = {
     by_server: select(orders.c.id).where(*_eligible(by_server=by_server)).limit(1)
@@ -157,6 +183,22 @@ START = _both(
         .returning(*orders.c)
     )
 )
+
+
+def _attempt_of(changed: Any) -> list[Any]:
+    return [order_attempts.c.order_id == changed.c.id, order_attempts.c.attempt == changed.c.attempt]
+
+
+# services/history.mark_attempt_started, written by the start itself (PostgreSQL)
+START_MARKING_ATTEMPT = {
+    fenced: Prepared(
+        _with_attempt(
+            START[fenced].statement,
+            lambda changed: update(order_attempts).where(*_attempt_of(changed)).values(started_at=db_now()),
+        )
+    )
+    for fenced in (False, True)
+}
 HEARTBEAT = _both(
     lambda fenced: (
         _guarded(HEARTBEAT_FROM, fenced=fenced)
@@ -184,6 +226,21 @@ def _completion(allowed: frozenset[OrderStatus], *, fenced: bool, reason: Reason
 
 
 COMPLETE = _both(lambda fenced: _completion(COMPLETE_FROM, fenced=fenced, reason=Reason.COMPLETED))
+# services/history.close_attempts (outcome: the order's new status), written by the completion itself
+# (PostgreSQL); an attempt is closed once and never rewritten
+COMPLETE_CLOSING_ATTEMPT = {
+    fenced: Prepared(
+        _with_attempt(
+            COMPLETE[fenced].statement,
+            lambda changed: (
+                update(order_attempts)
+                .where(*_attempt_of(changed), order_attempts.c.ended_at.is_(None))
+                .values(ended_at=db_now(), outcome=changed.c.status, reason=literal(Reason.COMPLETED.value))
+            ),
+        )
+    )
+    for fenced in (False, True)
+}
 # Only a fenced call may complete late: the lease token proves nobody else claimed the order since.
 LATE_COMPLETE = Prepared(_completion(LATE_COMPLETE_FROM, fenced=True, reason=Reason.LATE_COMPLETION))
 # A late success for a lost run already requeued as a retry, as long as nobody claimed the retry: the
