@@ -8,7 +8,11 @@ for the instance, adopted by its tag, not two.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -173,3 +177,41 @@ def test_a_crash_between_create_and_commit_ends_with_one_machine(server: support
         assert len(machines_tagged(server, instance_id)) == 1
         entries = admin.get("/action_logs", params={"channel": "system"}).json()["items"]
         assert [e["action"] for e in entries] == ["provider.adopt"]
+
+
+def run_cli(server: support.LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKOMA_", "DATABASE_URL"))}
+    env.update(
+        {"IKOMA_API_URL": server.url, "IKOMA_API_KEY": server.admin_key, "COLUMNS": "250", "NO_COLOR": "1"}
+    )
+    return processes.run([sys.executable, "-m", "ikoma", *args], text=True, env=env, timeout=180)
+
+
+def test_the_readme_three_commands_deploy_and_delete_with_the_cli(server: support.LiveServer) -> None:
+    created = run_cli(
+        server,
+        "instances",
+        "create",
+        "--type",
+        "MOCK-GPU-S",
+        "--zone",
+        "mock-par-1",
+        "--model",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "--name",
+        "from-cli",
+        "--timeout",
+        "120",
+    )
+    assert created.returncode == 0, created.stderr + server.log_tail()
+    listed = run_cli(server, "instances", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [instance] = json.loads(listed.stdout)
+    assert (instance["name"], instance["state"]) == ("from-cli", "ready")
+    deleted = run_cli(server, "instances", "delete", instance["id"][:8], "--timeout", "120")
+    assert deleted.returncode == 0, deleted.stderr
+    shown = run_cli(server, "instances", "show", instance["id"], "--json")
+    assert json.loads(shown.stdout)["state"] == "terminated"
+    unknown = run_cli(server, "instances", "create", "--type", "NOPE", "--zone", "mock-par-1", "--model", "x")
+    assert unknown.returncode == 1
+    assert "not_found" in unknown.stderr

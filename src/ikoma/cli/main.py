@@ -14,6 +14,7 @@ from ikoma.cli import api_clients, database, orders, playbooks, readiness, runne
 from ikoma.cli import audit as audit_cli
 from ikoma.cli import catalog as catalog_cli
 from ikoma.cli import events as events_cli
+from ikoma.cli import instances as instances_cli
 from ikoma.cli import keys as keys_cli
 from ikoma.cli import mcp as mcp_stdio
 from ikoma.cli import runner as runner_agent
@@ -40,6 +41,7 @@ app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(webhooks_cli.app, name="webhooks")
 app.add_typer(users_cli.app, name="users")
+app.add_typer(instances_cli.app, name="instances")
 app.add_typer(catalog_cli.app, name="catalog")
 app.command("mcp")(mcp_stdio.mcp)
 app.command("wait")(readiness.wait)
