@@ -6,30 +6,17 @@ refusals. Parsing only here; the queries are services/action_logs.py.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from ikoma.api.deps import Ctx
-from ikoma.domain.errors import Invalid
+from ikoma.api.query_times import utc
 from ikoma.services import action_logs
 from ikoma.services.action_logs import Channel, Filters, Outcome
 
 router = APIRouter(tags=["audit"])
-
-
-def _utc(value: datetime | None, field: str) -> datetime | None:
-    # stored times are UTC (SQLite keeps them without an offset): compare like with like
-    if value is None:
-        return None
-    try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:00-02:00 is past the last UTC time Python holds
-        message = f"`{field}` is out of range once in UTC"
-        raise Invalid(
-            message, reason="validation_error", errors=[{"path": field, "message": message, "type": "range"}]
-        ) from None
 
 
 def filters(
@@ -62,8 +49,8 @@ def filters(
         target=target,
         outcome=outcome,
         channel=channel,
-        since=_utc(since, "from"),
-        until=_utc(until, "to"),
+        since=utc(since, "from"),
+        until=utc(until, "to"),
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
 from ikoma.api.deps import Ctx
+from ikoma.api.query_times import utc
 from ikoma.services import audit
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -38,15 +39,8 @@ async def list_audit(
         action=action,
         outcome=outcome,
         target=target,
-        since=_utc(since),
-        until=_utc(until),
+        since=utc(since, "since"),
+        until=utc(until, "until"),
         cursor=cursor,
         limit=limit,
     )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    # stored times are UTC (SQLite keeps them without an offset): compare like with like
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
