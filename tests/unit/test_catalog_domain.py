@@ -86,6 +86,9 @@ def test_prices_are_written_with_two_to_six_decimals(price: str, text: str) -> N
         (rules.check_gpu_memory, True, "invalid_gpu_memory"),
         (rules.check_parameters, {"x": "y" * 20000}, "invalid_parameters"),
         (rules.check_parameters, ["not", "an", "object"], "invalid_parameters"),
+        (rules.check_parameters, {"args": ["--x", "a\x00b"]}, "invalid_parameters"),  # JSONB cannot hold NUL
+        (rules.check_description, "bell\x07", "invalid_description"),
+        (rules.check_description, "x" * 501, "invalid_description"),
     ],
 )
 def test_bad_catalog_values_are_refused_with_a_stable_reason(check: Any, value: Any, reason: str) -> None:

@@ -26,6 +26,7 @@ CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 MODEL_NAME_MAX = 200
 NAME_MAX = 200
+DESCRIPTION_MAX = 500
 SERVINGS = ("vllm", "mock")  # how a worker serves a model
 MAX_GPU_MEMORY_MB = 100_000_000
 MAX_PARAMETERS_BYTES = 16 * 1024
@@ -79,6 +80,18 @@ def check_name(value: str, *, field: str = "name") -> str:
     return text
 
 
+def check_description(value: str) -> str:
+    """A provider's description: up to 500 characters, trimmed; tabs and newlines allowed."""
+    text = value.strip()
+    if len(text) > DESCRIPTION_MAX or any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in text):
+        raise Invalid(
+            f"description is at most {DESCRIPTION_MAX} printable characters",
+            reason="invalid_description",
+            field="description",
+        )
+    return text
+
+
 def check_model_name(value: str) -> str:
     """A Hugging Face id such as `Qwen/Qwen2.5-0.5B-Instruct` (or a plain name)."""
     if len(value) > MODEL_NAME_MAX or not MODEL_NAME.match(value):
@@ -123,7 +136,21 @@ def check_parameters(value: Mapping[str, Any]) -> dict[str, Any]:
             reason="invalid_parameters",
             field="parameters",
         )
+    if _holds_nul(value):  # PostgreSQL's JSONB cannot store one
+        raise Invalid(
+            "parameters may not hold a NUL character", reason="invalid_parameters", field="parameters"
+        )
     return dict(value)
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def fits(model_gpu_memory_mb: int, *, gpu_count: int, gpu_memory_mb: int | None) -> bool:

@@ -260,7 +260,7 @@ async def update_provider(db: Database, provider_id: str, changes: Mapping[str, 
     """Name, description, enabled. A disabled provider's types are not deployable."""
     values = _common(changes)
     if "description" in changes:
-        values["description"] = str(changes["description"]).strip()
+        values["description"] = rules.check_description(changes["description"])
     await _update(db, providers, "provider", provider_id, values)
     return (await _rows(db, select(providers).where(providers.c.id == provider_id)))[0]
 
