@@ -456,3 +456,25 @@ async def test_archive_takes_only_terminated_instances_out_of_the_default_list(w
     await world.fleet.archive(instance["id"], actor="admin")
     assert [i["id"] for i in await world.fleet.list_instances()] == []
     assert [i["id"] for i in await world.fleet.list_instances(archived=True)] == [instance["id"]]
+
+
+async def test_deleted_behind_back_while_booting_ends_terminated_not_failed(world: World) -> None:
+    await world.cloud.add_rule(parse_rule("deleted_behind_back", calls=1))
+    instance = await world.deploy()
+    world.clock.advance(BOOTED)  # it ran, then vanished: no runner ever enrolled
+    await world.loops.check_health()
+    assert await world.state(instance["id"]) == "booting"
+    await world.loops.check_health()
+    assert (await world.history(instance["id"]))[-1] == ("booting", "terminated", "provider_lost")
+    assert await world.machines_tagged(instance["id"]) == []
+
+
+async def test_a_provider_5xx_on_create_is_retried_and_creates_one_machine(world: World) -> None:
+    await world.cloud.add_rule(parse_rule("provider_5xx", calls=1))
+    instance = await world.deploy()
+    row = await world.row(instance["id"])
+    assert (row["state"], row["last_error"]) == ("provisioning", base.PROVIDER_UNAVAILABLE)
+    await world.expire_leases()
+    await world.loops.drive_provisioning()
+    assert await world.state(instance["id"]) == "booting"
+    assert len(await world.machines_tagged(instance["id"])) == 1
