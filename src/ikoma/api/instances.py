@@ -10,7 +10,6 @@ A deployment names its instance type, zone and model, each required: a missing o
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Security
@@ -73,13 +72,13 @@ class InstancePublic(Public):
     created_at: UtcDatetime
     updated_at: UtcDatetime
     state_changed_at: UtcDatetime
-    booting_at: datetime | None
-    ready_at: datetime | None
-    terminating_at: datetime | None
-    terminated_at: datetime | None
-    failed_at: datetime | None
+    booting_at: UtcDatetime | None
+    ready_at: UtcDatetime | None
+    terminating_at: UtcDatetime | None
+    terminated_at: UtcDatetime | None
+    failed_at: UtcDatetime | None
     archived: bool
-    archived_at: datetime | None
+    archived_at: UtcDatetime | None
     history: list[StateChange] | None = Field(default=None, description="on GET /instances/{id} only")
 
 
