@@ -72,7 +72,10 @@ def browser() -> Iterator[Browser]:
 
 
 def _launch(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    # Playwright gives a launch 30 s; Chromium's start on a saturated 2-core machine can take longer
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=2 * WAIT_MS
+    )
 
 
 @pytest.fixture
