@@ -2,7 +2,7 @@
 type is sold, models, and `POST /catalog/sync`.
 
 Reads are the observer's, changes the admin's (api/policy.py). Parsing only here: the queries are
-services/catalog.py, the sync services/catalog_sync.py.
+services/catalog.py, the changes services/catalog_changes.py, the sync services/catalog_sync.py.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ikoma.api.deps import Ctx, CurrentPrincipal, admin_key_header
 from ikoma.bootstrap import Context
 from ikoma.domain.errors import Invalid
 from ikoma.providers.base import Provider
-from ikoma.services import catalog, catalog_sync
+from ikoma.services import catalog, catalog_changes, catalog_sync
 
 router = APIRouter(tags=["catalog"], dependencies=[Security(admin_key_header)])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -63,7 +63,7 @@ async def list_providers(ctx: Ctx) -> Any:
 @router.put("/providers/{provider_id}", response_model=ProviderPublic, responses=INVALID)
 async def update_provider(provider_id: uuid.UUID, body: ProviderUpdate, ctx: Ctx) -> Any:
     """Enable or disable a provider, or rename it."""
-    row = await catalog.update_provider(ctx.db, str(provider_id), body.model_dump(exclude_unset=True))
+    row = await catalog_changes.update_provider(ctx.db, str(provider_id), body.model_dump(exclude_unset=True))
     return {**row, "configured": row["code"] in configured(ctx)}
 
 
@@ -74,7 +74,7 @@ async def list_regions(ctx: Ctx, provider: ProviderCode = None) -> Any:
 
 @router.put("/regions/{region_id}", response_model=RegionPublic, responses=INVALID)
 async def update_region(region_id: uuid.UUID, body: PlaceUpdate, ctx: Ctx) -> Any:
-    return await catalog.update_region(ctx.db, str(region_id), body.model_dump(exclude_unset=True))
+    return await catalog_changes.update_region(ctx.db, str(region_id), body.model_dump(exclude_unset=True))
 
 
 @router.get("/zones", response_model=list[ZonePublic], responses=ERRORS)
@@ -89,7 +89,7 @@ async def list_zones(
 @router.put("/zones/{zone_id}", response_model=ZonePublic, responses=INVALID)
 async def update_zone(zone_id: uuid.UUID, body: PlaceUpdate, ctx: Ctx) -> Any:
     """Enable or disable a zone (nothing deploys in a disabled one), or rename it."""
-    return await catalog.update_zone(ctx.db, str(zone_id), body.model_dump(exclude_unset=True))
+    return await catalog_changes.update_zone(ctx.db, str(zone_id), body.model_dump(exclude_unset=True))
 
 
 @router.get("/zones/{zone_id}/instance_types", response_model=list[ZoneInstanceType], responses=ERRORS)
@@ -128,7 +128,7 @@ async def update_instance_type(instance_type_id: uuid.UUID, body: InstanceTypeUp
     if isinstance(changes.get("hourly_price_eur"), float):
         # a JSON number: its shortest text is what the client wrote (0.75, not 0.74999...)
         changes["hourly_price_eur"] = Decimal(repr(changes["hourly_price_eur"]))
-    return await catalog.update_instance_type(ctx.db, str(instance_type_id), changes)
+    return await catalog_changes.update_instance_type(ctx.db, str(instance_type_id), changes)
 
 
 @router.get("/instance_types/{instance_type_id}/zones", response_model=list[TypeZonePublic], responses=ERRORS)
@@ -143,7 +143,7 @@ async def list_instance_type_zones(instance_type_id: uuid.UUID, ctx: Ctx) -> Any
 async def set_instance_type_zones(instance_type_id: uuid.UUID, body: TypeZonesUpdate, ctx: Ctx) -> Any:
     """Offer the type in exactly these zones of its provider; its other listings are disabled (kept, so a
     sync does not offer them again)."""
-    return await catalog.set_type_zones(ctx.db, str(instance_type_id), body.zone_ids)
+    return await catalog_changes.set_type_zones(ctx.db, str(instance_type_id), body.zone_ids)
 
 
 # --- models ---------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ async def list_models(ctx: Ctx, enabled: Annotated[bool | None, Query()] = None)
     },
 )
 async def create_model(body: ModelCreate, ctx: Ctx) -> Any:
-    return await catalog.create_model(
+    return await catalog_changes.create_model(
         ctx.db,
         name=body.name,
         gpu_memory_mb=body.gpu_memory_mb,

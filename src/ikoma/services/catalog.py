@@ -1,9 +1,9 @@
 """The catalog: providers, regions, zones, instance types and where they are sold, and models.
 
-Reads for everyone (`GET /providers`, `/regions`, `/zones`, `/instance_types`, `/models`...), the admin's
-changes (enable/disable, names, a type's price and zones, new models), and `check_deployable`, which a
-deployment calls to turn (type, zone, model) into what the provider needs, refusing with a stable
-reason what cannot be deployed. The seed is services/catalog_seed.py, the sync services/catalog_sync.py.
+Reads for everyone (`GET /providers`, `/regions`, `/zones`, `/instance_types`, `/models`...) and
+`check_deployable`, which a deployment calls to turn (type, zone, model) into what the provider needs,
+refusing with a stable reason what cannot be deployed. The admin's changes are
+services/catalog_changes.py, the seed services/catalog_seed.py, the sync services/catalog_sync.py.
 
 Rows come back as dicts of column names (prices as `Decimal`); the API shapes them (api/catalog.py).
 """
@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, select, text, update
+from sqlalchemy import Table, and_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from ikoma.domain import catalog as rules
-from ikoma.domain.errors import Conflict, Invalid, NotFound
-from ikoma.storage.clock import db_now
+from ikoma.domain.errors import Invalid, NotFound
 from ikoma.storage.database import Database, Tx
 from ikoma.storage.tables_cloud import instance_type_zones, instance_types, models, providers, regions, zones
 
@@ -30,18 +28,18 @@ from ikoma.storage.tables_cloud import instance_type_zones, instance_types, mode
 # replicas seeding at once never interleave (SQLite has one writer at a time already)
 CATALOG_LOCK = 0x1C0A_CA7A
 
-_ZONE_COLUMNS = (*zones.c, regions.c.code.label("region_code"), providers.c.code.label("provider_code"))
-_ZONES = zones.join(regions, regions.c.id == zones.c.region_id).join(
+ZONE_COLUMNS = (*zones.c, regions.c.code.label("region_code"), providers.c.code.label("provider_code"))
+ZONES_JOIN = zones.join(regions, regions.c.id == zones.c.region_id).join(
     providers, providers.c.id == zones.c.provider_id
 )
-_TYPE_COLUMNS = (
+TYPE_COLUMNS = (
     *instance_types.c,
     providers.c.code.label("provider_code"),
     providers.c.enabled.label("provider_enabled"),
 )
-_TYPES = instance_types.join(providers, providers.c.id == instance_types.c.provider_id)
-_REGION_COLUMNS = (*regions.c, providers.c.code.label("provider_code"))
-_REGIONS = regions.join(providers, providers.c.id == regions.c.provider_id)
+TYPES_JOIN = instance_types.join(providers, providers.c.id == instance_types.c.provider_id)
+REGION_COLUMNS = (*regions.c, providers.c.code.label("provider_code"))
+REGIONS_JOIN = regions.join(providers, providers.c.id == regions.c.provider_id)
 
 
 def insert_for(tx: Tx, table: Table) -> Any:
@@ -54,11 +52,11 @@ async def lock_catalog(tx: Tx) -> None:
         await tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CATALOG_LOCK})
 
 
-def _not_found(what: str, id_: str) -> NotFound:
+def not_found(what: str, id_: str) -> NotFound:
     return NotFound(f"no {what.replace('_', ' ')} with this id", reason=f"{what}_not_found", id=id_)
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
     except ValueError:
@@ -66,32 +64,32 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-async def _rows(db: Database, query: Any) -> list[dict[str, Any]]:
+async def fetch_rows(db: Database, query: Any) -> list[dict[str, Any]]:
     async with db.read() as tx:
         return [dict(r) for r in (await tx.execute(query)).mappings().all()]
 
 
 # --- reads ----------------------------------------------------------------------------------------------
 async def list_providers(db: Database) -> list[dict[str, Any]]:
-    return await _rows(db, select(providers).order_by(providers.c.code))
+    return await fetch_rows(db, select(providers).order_by(providers.c.code))
 
 
 async def list_regions(db: Database, *, provider: str | None = None) -> list[dict[str, Any]]:
-    query = select(*_REGION_COLUMNS).select_from(_REGIONS).order_by(providers.c.code, regions.c.code)
+    query = select(*REGION_COLUMNS).select_from(REGIONS_JOIN).order_by(providers.c.code, regions.c.code)
     if provider is not None:
         query = query.where(providers.c.code == provider)
-    return await _rows(db, query)
+    return await fetch_rows(db, query)
 
 
 async def list_zones(
     db: Database, *, provider: str | None = None, region: str | None = None
 ) -> list[dict[str, Any]]:
-    query = select(*_ZONE_COLUMNS).select_from(_ZONES).order_by(providers.c.code, zones.c.code)
+    query = select(*ZONE_COLUMNS).select_from(ZONES_JOIN).order_by(providers.c.code, zones.c.code)
     if provider is not None:
         query = query.where(providers.c.code == provider)
     if region is not None:
         query = query.where(regions.c.code == region)
-    return await _rows(db, query)
+    return await fetch_rows(db, query)
 
 
 async def _zone_codes(tx: Tx, type_ids: list[str]) -> dict[str, list[str]]:
@@ -131,7 +129,7 @@ async def list_instance_types(
     type_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Instance types, each with `zones`: the codes of the zones it can be deployed in now."""
-    query = select(*_TYPE_COLUMNS).select_from(_TYPES).order_by(providers.c.code, instance_types.c.code)
+    query = select(*TYPE_COLUMNS).select_from(TYPES_JOIN).order_by(providers.c.code, instance_types.c.code)
     if provider is not None:
         query = query.where(providers.c.code == provider)
     if available is not None:
@@ -149,9 +147,9 @@ async def list_instance_types(
 
 
 async def get_instance_type(db: Database, type_id: str) -> dict[str, Any]:
-    found = await list_instance_types(db, type_id=type_id) if _is_uuid(type_id) else []
+    found = await list_instance_types(db, type_id=type_id) if is_uuid(type_id) else []
     if not found:
-        raise _not_found("instance_type", type_id)
+        raise not_found("instance_type", type_id)
     return found[0]
 
 
@@ -173,7 +171,7 @@ async def zones_of_type(db: Database, type_id: str) -> list[dict[str, Any]]:
         .where(instance_type_zones.c.instance_type_id == type_id)
         .order_by(zones.c.code)
     )
-    return await _rows(db, query)
+    return await fetch_rows(db, query)
 
 
 async def types_of_zone(db: Database, zone_id: str, *, everything: bool = False) -> list[dict[str, Any]]:
@@ -182,22 +180,22 @@ async def types_of_zone(db: Database, zone_id: str, *, everything: bool = False)
     listed there; each with `zoneAvailable` and `zoneEnabled`."""
     async with db.read() as tx:
         zone = (
-            (await tx.execute(select(*_ZONE_COLUMNS).select_from(_ZONES).where(zones.c.id == zone_id)))
+            (await tx.execute(select(*ZONE_COLUMNS).select_from(ZONES_JOIN).where(zones.c.id == zone_id)))
             .mappings()
             .first()
-            if _is_uuid(zone_id)
+            if is_uuid(zone_id)
             else None
         )
         if zone is None:
-            raise _not_found("zone", zone_id)
+            raise not_found("zone", zone_id)
         query = (
             select(
-                *_TYPE_COLUMNS,
+                *TYPE_COLUMNS,
                 instance_type_zones.c.available.label("zone_available"),
                 instance_type_zones.c.enabled.label("zone_enabled"),
             )
             .select_from(
-                _TYPES.join(
+                TYPES_JOIN.join(
                     instance_type_zones, instance_type_zones.c.instance_type_id == instance_types.c.id
                 )
             )
@@ -225,144 +223,14 @@ async def list_models(db: Database, *, enabled: bool | None = None) -> list[dict
     query = select(models).order_by(models.c.name)
     if enabled is not None:
         query = query.where(models.c.enabled.is_(enabled))
-    return await _rows(db, query)
+    return await fetch_rows(db, query)
 
 
 async def get_model(db: Database, model_id: str) -> dict[str, Any]:
-    found = await _rows(db, select(models).where(models.c.id == model_id)) if _is_uuid(model_id) else []
+    found = await fetch_rows(db, select(models).where(models.c.id == model_id)) if is_uuid(model_id) else []
     if not found:
-        raise _not_found("model", model_id)
+        raise not_found("model", model_id)
     return found[0]
-
-
-# --- the admin's changes -------------------------------------------------------------------------------
-async def _update(db: Database, table: Table, what: str, id_: str, values: dict[str, Any]) -> None:
-    if not _is_uuid(id_):
-        raise _not_found(what, id_)
-    async with db.write() as tx:
-        exists = (await tx.execute(select(table.c.id).where(table.c.id == id_))).first()
-        if exists is None:
-            raise _not_found(what, id_)
-        if values:
-            await tx.execute(update(table).where(table.c.id == id_).values(**values, updated_at=db_now()))
-
-
-def _common(changes: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if "name" in changes:
-        values["name"] = rules.check_name(changes["name"])
-    if "enabled" in changes:
-        values["enabled"] = bool(changes["enabled"])
-    return values
-
-
-async def update_provider(db: Database, provider_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Name, description, enabled. A disabled provider's types are not deployable."""
-    values = _common(changes)
-    if "description" in changes:
-        values["description"] = rules.check_description(changes["description"])
-    await _update(db, providers, "provider", provider_id, values)
-    return (await _rows(db, select(providers).where(providers.c.id == provider_id)))[0]
-
-
-async def update_region(db: Database, region_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-    await _update(db, regions, "region", region_id, _common(changes))
-    return (await _rows(db, select(*_REGION_COLUMNS).select_from(_REGIONS).where(regions.c.id == region_id)))[
-        0
-    ]
-
-
-async def update_zone(db: Database, zone_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-    await _update(db, zones, "zone", zone_id, _common(changes))
-    return (await _rows(db, select(*_ZONE_COLUMNS).select_from(_ZONES).where(zones.c.id == zone_id)))[0]
-
-
-async def update_instance_type(db: Database, type_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Name, enabled, and the hourly price (a sync of the provider sets it again from its offers)."""
-    values = _common(changes)
-    if "hourly_price_eur" in changes:
-        values["hourly_price_eur"] = rules.parse_price(changes["hourly_price_eur"])
-    await _update(db, instance_types, "instance_type", type_id, values)
-    return await get_instance_type(db, type_id)
-
-
-async def set_type_zones(db: Database, type_id: str, zone_ids: list[str]) -> list[dict[str, Any]]:
-    """`PUT /instance_types/{id}/zones`: the type is offered in exactly these zones of its provider.
-
-    Listed zones are enabled (a new listing is taken as sold there until a sync says otherwise); the
-    others are disabled, not deleted, so a sync never offers again what the admin took away.
-    """
-    wanted = list(dict.fromkeys(zone_ids))
-    for zone_id in wanted:
-        if not _is_uuid(zone_id):
-            raise Invalid("not a zone id", reason="zone_not_found", field="zoneIds", id=zone_id)
-    type_row = await get_instance_type(db, type_id)
-    async with db.write() as tx:
-        found = (
-            (await tx.execute(select(zones.c.id, zones.c.provider_id).where(zones.c.id.in_(wanted))))
-            .mappings()
-            .all()
-        )
-        provider_of = {str(row["id"]): str(row["provider_id"]) for row in found}
-        for zone_id in wanted:
-            if zone_id not in provider_of:
-                raise Invalid("no zone with this id", reason="zone_not_found", field="zoneIds", id=zone_id)
-            if provider_of[zone_id] != str(type_row["provider_id"]):
-                raise Invalid(
-                    "this zone belongs to another provider than the instance type",
-                    reason="zone_of_other_provider",
-                    field="zoneIds",
-                    id=zone_id,
-                )
-        listing = instance_type_zones.c
-        await tx.execute(
-            update(instance_type_zones)
-            .where(listing.instance_type_id == type_id, listing.zone_id.not_in(wanted))
-            .values(enabled=False, updated_at=db_now())
-        )
-        if wanted:
-            rows = [
-                {"instance_type_id": type_id, "zone_id": z, "available": True, "enabled": True}
-                for z in wanted
-            ]
-            statement = insert_for(tx, instance_type_zones).values(rows)
-            await tx.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["instance_type_id", "zone_id"],
-                    set_={"enabled": True, "updated_at": db_now()},
-                )
-            )
-    return await zones_of_type(db, type_id)
-
-
-async def create_model(
-    db: Database,
-    *,
-    name: str,
-    gpu_memory_mb: int,
-    serving: str,
-    parameters: Mapping[str, Any] | None = None,
-    enabled: bool = True,
-) -> dict[str, Any]:
-    """`POST /models`; 409 `model_exists` when the name is taken."""
-    model_id = str(uuid.uuid4())
-    row = {
-        "id": model_id,
-        "name": rules.check_model_name(name),
-        "gpu_memory_mb": rules.check_gpu_memory(gpu_memory_mb),
-        "serving": rules.check_serving(serving),
-        "parameters": rules.check_parameters(parameters or {}),
-        "enabled": enabled,
-    }
-    exists = Conflict("a model with this name exists", reason="model_exists", field="name", name=name)
-    try:
-        async with db.write() as tx:
-            if (await tx.execute(select(models.c.id).where(models.c.name == name))).first() is not None:
-                raise exists
-            await tx.execute(models.insert().values(row))
-    except IntegrityError:
-        raise exists from None  # a concurrent creation won the unique index
-    return await get_model(db, model_id)
 
 
 # --- deployments ---------------------------------------------------------------------------------------
@@ -389,14 +257,14 @@ async def check_deployable(tx: Tx, *, instance_type_id: str, zone_id: str, model
         (zone_id, "zone", "zone_id"),
         (model_id, "model", "model_id"),
     ):
-        if not _is_uuid(value):
+        if not is_uuid(value):
             raise Invalid(
                 f"no {what.replace('_', ' ')} with this id", reason=f"{what}_not_found", field=field
             )
     kind = (
         (
             await tx.execute(
-                select(*_TYPE_COLUMNS).select_from(_TYPES).where(instance_types.c.id == instance_type_id)
+                select(*TYPE_COLUMNS).select_from(TYPES_JOIN).where(instance_types.c.id == instance_type_id)
             )
         )
         .mappings()
@@ -407,7 +275,7 @@ async def check_deployable(tx: Tx, *, instance_type_id: str, zone_id: str, model
             "no instance type with this id", reason="instance_type_not_found", field="instance_type_id"
         )
     zone = (
-        (await tx.execute(select(*_ZONE_COLUMNS).select_from(_ZONES).where(zones.c.id == zone_id)))
+        (await tx.execute(select(*ZONE_COLUMNS).select_from(ZONES_JOIN).where(zones.c.id == zone_id)))
         .mappings()
         .first()
     )
