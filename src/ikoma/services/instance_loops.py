@@ -176,6 +176,8 @@ class InstanceLoops:
             values.update(provider_state=machine.state.value, public_ip=machine.public_ip or row["public_ip"])
         if move.to is State.READY:
             values["runner_id"] = row["server_runner_id"]
+        if move.to is None and all(row.get(k) == v for k, v in values.items()):
+            return False  # nothing new: no write (every watched instance is looked at every pass)
         async with self.db.write() as tx:
             if move.to is None:
                 await tx.execute(
