@@ -151,6 +151,8 @@ POLICY: dict[tuple[str, str], Access] = {
     ("GET", "/users/manage"): ADMIN,
     ("GET", "/api-clients/manage"): ADMIN,
     ("GET", "/runners/manage"): ADMIN,
+    ("GET", "/instances/manage"): OBSERVER,  # issue 16: its buttons are the operator's (the API decides)
+    ("GET", "/catalog/manage"): OBSERVER,  # issue 16: its Enable/Disable and Sync buttons are the admin's
     # --- users and sessions (issue 13, seed 002): sign-in checks its own credentials ------------------
     ("POST", "/auth/login"): PUBLIC,
     ("POST", "/auth/logout"): OBSERVER,

@@ -11,9 +11,19 @@ from fastapi import APIRouter
 
 def routes() -> APIRouter:
     """Every console page, for `create_app` to include (imported here so importing the package is cheap)."""
-    from ikoma.console import action_log, admin_pages, fleet, machine, orders, pages, run
+    from ikoma.console import (
+        action_log,
+        admin_pages,
+        catalog_pages,
+        fleet,
+        instances,
+        machine,
+        orders,
+        pages,
+        run,
+    )
 
     router = APIRouter(include_in_schema=False)
-    for part in (pages, fleet, machine, run, orders, action_log, admin_pages):
+    for part in (pages, fleet, machine, run, orders, action_log, admin_pages, instances, catalog_pages):
         router.include_router(part.router)
     return router

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from ikoma.api.action_types import ACTION_TYPES
 from ikoma.api.deps import Ctx
 from ikoma.console.rendering import page
 from ikoma.domain.errors import DomainError
@@ -24,8 +25,17 @@ router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
 OUTCOMES = ("allowed", "denied", "error")
-CHANNELS = ("rest", "execute", "mcp")
+CHANNELS = ("rest", "execute", "mcp", "system")  # system: what IKOMA did at a provider (issue 16)
 OUTCOME_BADGE = {"allowed": "ok", "denied": "error", "error": "warning"}
+# GET /action_types names colours; the console's palette has four badges, so each maps to the nearest
+COLOR_BADGE = {"green": "ok", "teal": "ok", "red": "error", "orange": "warning"}
+
+
+def action_type_of(action: str) -> dict[str, str] | None:
+    """An entry's action type (label, colour, icon), as GET /action_types defines it: the longest
+    `type` its action starts with."""
+    found = [t for t in ACTION_TYPES if action.startswith(t["type"])]
+    return max(found, key=lambda t: len(t["type"]), default=None)
 
 
 def parse_time(value: str, field: str) -> datetime:
@@ -45,7 +55,7 @@ async def action_log_page(
     action: Annotated[str, Query(max_length=200)] = "",
     target: Annotated[str, Query(max_length=300)] = "",
     outcome: Annotated[Literal["", "allowed", "denied", "error"], Query()] = "",
-    channel: Annotated[Literal["", "rest", "execute", "mcp"], Query()] = "",
+    channel: Annotated[Literal["", "rest", "execute", "mcp", "system"], Query()] = "",
     since: Annotated[str, Query(alias="from", max_length=40)] = "",
     until: Annotated[str, Query(alias="to", max_length=40)] = "",
     cursor: Annotated[str, Query(max_length=100)] = "",
@@ -91,6 +101,8 @@ async def action_log_page(
             "outcomes": OUTCOMES,
             "channels": CHANNELS,
             "outcome_badge": OUTCOME_BADGE,
+            "action_type_of": action_type_of,
+            "color_badge": COLOR_BADGE,
             "filtered": any(form.values()),
         },
     )

@@ -55,6 +55,8 @@ NAV = (
     NavLink("Fleet", "/"),
     NavLink("Orders", "/orders"),
     NavLink("Run", "/run"),
+    NavLink("Instances", "/instances/manage"),
+    NavLink("Catalog", "/catalog/manage"),
     NavLink("Action log", "/action-log"),
     NavLink("Users", "/users/manage"),
     NavLink("API clients", "/api-clients/manage"),
