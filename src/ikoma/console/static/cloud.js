@@ -99,8 +99,9 @@
     return row;
   }
 
-  function showState(row, state, serverId, allowed) {
+  function showState(row, state, serverId, allowed, at) {
     row.setAttribute("data-state", state);
+    if (at) row.setAttribute("data-live-at", at); // the state came by the stream, at the event's time
     var badge = row.querySelector("[data-instance-state]");
     if (badge) {
       badge.textContent = state;
@@ -142,7 +143,7 @@
         if (archivedView) return; // a new instance is never archived
         row = newRow(table, data);
       }
-      showState(row, data.to, event.serverId, allowed);
+      showState(row, data.to, event.serverId, allowed, event.ts);
     }, section.parentNode.querySelector("[data-live-status]"));
   }
 
