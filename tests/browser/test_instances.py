@@ -58,6 +58,10 @@ def test_a_mock_instance_deployed_from_the_console_becomes_ready_live_and_is_ter
     form.get_by_label("Zone").select_option(label="Mock Paris 1 (mock-par-1)")
     # MOCK-GPU-M is not sold in mock-par-1: the type select does not offer it there
     expect(form.locator("#ni-type option[data-zones='mock-par-2']")).to_be_disabled()
+    cpu_s = form.locator("#ni-type option", has_text="MOCK-CPU-S").get_attribute("value") or ""
+    form.get_by_label("Instance type").select_option(value=cpu_s)
+    # every seeded model needs a GPU: none is offered with a CPU type
+    expect(form.locator("#ni-model option:enabled")).to_have_count(0)
     gpu_s = form.locator("#ni-type option", has_text="MOCK-GPU-S").get_attribute("value") or ""
     form.get_by_label("Instance type").select_option(value=gpu_s)
     qwen = (

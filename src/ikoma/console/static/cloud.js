@@ -2,8 +2,9 @@
  * once the document is parsed (window.IKOMA).
  *
  * - "New instance" form: provider → zone → instance type → model. The server renders every choice;
- *   this script disables (and hides) the zones of other providers and the types not deployable in the
- *   chosen zone (an option's data-zones), so only a deployable combination can be sent. The API checks
+ *   this script disables (and hides) the zones of other providers, the types not deployable in the
+ *   chosen zone (an option's data-zones) and the models the type's GPU memory cannot hold, so only a
+ *   deployable combination can be sent. The API checks
  *   it again (POST /deployments answers a reason for anything else).
  * - Instances table: each `instance.<state>` event of /v1/events/stream updates its row's state badge
  *   and shows Terminate or Archive as that state allows; an instance this page does not list yet gets a
@@ -40,7 +41,18 @@
     var provider = form.querySelector("[data-cloud-provider]");
     var zone = form.querySelector("[data-cloud-zone]");
     var type = form.querySelector("[data-cloud-type]");
+    var model = form.querySelector("[data-cloud-model]");
     if (!provider || !zone || !type) return;
+    // a model fits a type when the type's GPU memory in all holds it (domain/catalog.fits); 0: no GPU needed
+    function filterModels() {
+      if (!model) return;
+      var chosen = type.selectedOptions[0];
+      var room = chosen && !chosen.disabled ? Number(chosen.getAttribute("data-gpu-memory") || 0) : -1;
+      offer(model, function (option) {
+        var needed = Number(option.getAttribute("data-gpu-memory") || 0);
+        return room >= 0 && (needed === 0 || room >= needed);
+      });
+    }
     function filterTypes() {
       var chosen = zone.selectedOptions[0];
       var code = chosen ? chosen.getAttribute("data-code") : null;
@@ -48,6 +60,7 @@
         var where = (option.getAttribute("data-zones") || "").split(" ");
         return option.getAttribute("data-provider") === provider.value && code !== null && where.indexOf(code) >= 0;
       });
+      filterModels();
     }
     function filterZones() {
       offer(zone, function (option) { return option.getAttribute("data-provider") === provider.value; });
@@ -55,6 +68,7 @@
     }
     provider.addEventListener("change", filterZones);
     zone.addEventListener("change", filterTypes);
+    type.addEventListener("change", filterModels);
     filterZones();
   }
 
