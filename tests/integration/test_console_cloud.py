@@ -7,6 +7,7 @@ here (`run_reconciler=False`): a Mock deployment is created at the provider and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from ikoma.api.app import create_app
 from ikoma.bootstrap import Context
 from ikoma.console.rendering import CONTENT_SECURITY_POLICY
 from ikoma.domain.roles import Role
+from ikoma.providers.mock.adapter import MockProvider
 from ikoma.services import audit, sessions, users
 from ikoma.services.catalog_seed import MOCK_OFFERS, MOCK_ZONES, MODELS
 from ikoma.settings import Settings
@@ -90,6 +92,10 @@ async def console(database_url: str, tmp_path: Path) -> AsyncIterator[Console]:
 def options(select: Element) -> dict[str, Element]:
     """A select's options by their text's first word (a zone's name, a type's or model's code)."""
     return {o.text: o for o in select.find_all("option")}
+
+
+def csrf(page: Element) -> str:
+    return page.find_all("meta", name="csrf-token")[0].get("content") or ""
 
 
 def option_texts(page: Element, select_id: str) -> list[str]:
@@ -188,6 +194,33 @@ async def test_an_operator_deploys_from_the_form_and_the_row_offers_terminate_th
     answer = await console.submit(row.find_all("form", data_instance_archive=True)[0], page, operator)
     assert answer.status_code == 409
     assert answer.json()["reason"] == "instance_not_terminated"
+
+    # the Mock cloud's clock and the terminator (the leader's loops; here called) confirm it gone (a
+    # Mock machine takes a second to terminate): Archive is offered then
+    mock = console.ctx.providers["mock"]
+    assert isinstance(mock, MockProvider)
+    for _ in range(120):
+        await mock.cloud.tick()
+        reconciled = await console.http.post(
+            "/reconcile", headers={**operator, "X-CSRF-Token": csrf(page), "Accept": "application/json"}
+        )
+        assert reconciled.status_code == 200, reconciled.text
+        page = await console.page("/instances/manage", operator)
+        row = row_of(page, "instances-table", data_instance_id=instance["id"])
+        if row.get("data-state") == "terminated":
+            break
+        await asyncio.sleep(0.25)
+    assert row.get("data-state") == "terminated"
+    archive = row.find_all("form", data_instance_archive=True)[0]
+    assert "hidden" not in archive.attrs
+    answer = await console.submit(archive, page, operator)
+    assert answer.status_code == 200, answer.text
+    assert not (await console.page("/instances/manage", operator)).find_all(
+        "tr", data_instance_id=instance["id"]
+    )
+    archived = await console.page("/instances/manage?archived=true", operator)
+    row = row_of(archived, "instances-table", data_instance_id=instance["id"])
+    assert not row.find_all("form", data_instance_archive=True)
 
 
 async def test_an_observer_sees_instances_and_catalog_without_any_control(console: Console) -> None:
