@@ -1,8 +1,9 @@
 """The instances and catalog pages (issue 16), rendered by the real app (ASGI, in process) on SQLite and
 PostgreSQL: they show what the catalog and the instances hold (the seeded Mock zones, types with EUR
 prices, models), offer each control only to the roles the API lets use it, and those controls call
-the API's own routes, which work when called as ikoma.js calls them. The instance loops do not run
-here (`run_reconciler=False`): a Mock deployment is created at the provider and stays `booting`.
+the API's own routes, which work when called as ikoma.js calls them. The leader's loops do not run
+here (`run_reconciler=False`): a Mock deployment stays `booting` unless a test moves the Mock clock and
+calls `POST /reconcile` itself.
 """
 
 from __future__ import annotations
