@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from ikoma.api.deps import Ctx
-from ikoma.console.rendering import page
+from ikoma.console.rendering import can, page
 from ikoma.domain.catalog import format_price
 from ikoma.domain.event_kinds import INSTANCE_KINDS
 from ikoma.domain.instances import DELETABLE, State, can_archive
@@ -103,6 +103,7 @@ async def instances_page(
             "state_badge": STATE_BADGE,
             "terminable": TERMINABLE,
             "archivable": ARCHIVABLE,
-            "choices": await deployment_choices(ctx),
+            # the form's choices are read only for a caller the API would let deploy
+            "choices": await deployment_choices(ctx) if can(request, "POST", "/deployments") else None,
         },
     )
