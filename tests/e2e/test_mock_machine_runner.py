@@ -123,6 +123,18 @@ def user_data_kept(server: support.LiveServer, machine_dir: Path) -> bool:
     return asyncio.run(read())
 
 
+def machine_state(server: support.LiveServer, machine_dir: Path) -> str | None:
+    async def read() -> str | None:
+        db = Database(server.database_url)
+        try:
+            machine = await MockCloud(DatabaseStore(db)).get(ZONE, machine_dir.name)
+            return None if machine is None else str(machine.state)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
 def runners_named(admin: httpx.Client, name: str) -> list[str]:
     return [r["id"] for r in admin.get("/v1/runners").json() if r["name"] == name]
 
@@ -141,6 +153,8 @@ def test_a_booted_machine_enrols_a_real_runner_that_goes_with_the_machine(server
         # poweroff stops the runner; poweron starts it again with its saved credentials (no new runner)
         act(server, first, "poweroff")
         wait_for(lambda: not pids_of(first), "runner stopped with its machine", server, first)
+        # the runner goes as the machine starts stopping; poweron is allowed once it is stopped
+        wait_for(lambda: machine_state(server, first) == "stopped", "machine stopped", server, first)
         act(server, first, "poweron")
         wait_for(lambda: bool(pids_of(first)), "runner started again with its machine", server, first)
         assert len(runners_named(admin, "mock-first")) == 1
