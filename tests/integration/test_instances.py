@@ -101,6 +101,16 @@ class World:
             return [r.kind for r in rows if (r.data or {}).get("instanceId") == instance_id]
 
     async def actions(self, instance_id: str) -> list[tuple[str, str, str | None]]:
+        """The provider actions in the action log (its state moves are there too: `moves`)."""
+        entries = await self.action_log(instance_id)
+        return [entry for entry in entries if entry[0].startswith("provider.")]
+
+    async def moves(self, instance_id: str) -> list[str]:
+        """The instance's state moves as the action log names them (`instance.<state>`)."""
+        entries = await self.action_log(instance_id)
+        return [action for action, _, _ in entries if action.startswith("instance.")]
+
+    async def action_log(self, instance_id: str) -> list[tuple[str, str, str | None]]:
         async with self.db.read() as tx:
             rows = await tx.execute(
                 select(audit_log.c.action, audit_log.c.outcome, audit_log.c.reason, audit_log.c.channel)
@@ -204,6 +214,8 @@ async def test_a_deployment_boots_becomes_ready_with_its_runner_and_is_terminate
         "instance.terminating",
         "instance.terminated",
     ]
+    # every transition is in the action log as well as on the stream
+    assert await world.moves(instance["id"]) == await world.event_kinds(instance["id"])
     assert await world.actions(instance["id"]) == [
         ("provider.create", "allowed", None),
         ("provider.terminate", "allowed", None),
@@ -433,6 +445,7 @@ async def test_a_machine_with_our_tag_unknown_to_ikoma_is_orphaned(database: Dat
     if policy == "flag":
         assert orphan["state"] == "orphaned"
         assert await world.event_kinds(str(orphan["id"])) == ["instance.orphaned"]
+        assert await world.moves(str(orphan["id"])) == ["instance.orphaned"]
         return
     assert orphan["state"] == "terminating"
     for _ in range(3):

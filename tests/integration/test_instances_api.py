@@ -121,4 +121,12 @@ async def test_deploy_enrol_ready_and_delete_through_the_api(database_url: str, 
         }
         assert all(t["label"] and t["color"] and t["icon"] for t in types)
         logged = (await api.get("/action_logs", params={"channel": "system"})).json()["items"]
-        assert [e["action"] for e in logged] == ["provider.create"]
+        # newest first: the provider's create, and every state move of the instance
+        assert [e["action"] for e in logged] == [
+            "instance.terminating",
+            "instance.ready",
+            "provider.create",
+            "instance.booting",
+            "instance.provisioning",
+        ]
+        assert "instance." in {t["type"] for t in types}

@@ -3,7 +3,8 @@ colour and an icon per action type — so badges read the same everywhere.
 
 An entry's type is the start of its `action`: a REST mutation (`POST`, `PUT`, `DELETE`), a tool call
 (`execute:`, `mcp:`) or what IKOMA did by itself at a provider (`provider.create`, `provider.adopt`,
-`provider.terminate`, `provider.orphan_found`, channel `system`). Icons are names of the console's
+`provider.terminate`, `provider.orphan_found`, channel `system`) or an instance's move
+(`instance.<state>`, channel `system`). Icons are names of the console's
 icon set; colours are CSS colour names the console maps to its palette.
 """
 
@@ -22,6 +23,7 @@ ACTION_TYPES: tuple[dict[str, str], ...] = (
     {"type": "provider.adopt", "label": "Adopt instance", "color": "teal", "icon": "link"},
     {"type": "provider.terminate", "label": "Terminate instance", "color": "red", "icon": "server-off"},
     {"type": "provider.orphan_found", "label": "Orphan found", "color": "orange", "icon": "alert-triangle"},
+    {"type": "instance.", "label": "Instance state", "color": "gray", "icon": "activity"},
     {"type": "POST", "label": "Create", "color": "blue", "icon": "plus"},
     {"type": "PUT", "label": "Update", "color": "indigo", "icon": "edit"},
     {"type": "PATCH", "label": "Update", "color": "indigo", "icon": "edit"},

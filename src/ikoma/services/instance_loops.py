@@ -45,7 +45,13 @@ from ikoma.providers import base
 from ikoma.providers.base import PowerState, ProviderError, ProviderInstance
 from ikoma.providers.mock.simulator import Clock, SystemClock
 from ikoma.services import events
-from ikoma.services.instance_records import as_utc, installation_id, record_action, transition
+from ikoma.services.instance_records import (
+    as_utc,
+    installation_id,
+    record_action,
+    record_move,
+    transition,
+)
 from ikoma.services.instances import Instances
 from ikoma.storage.clock import db_now
 from ikoma.storage.tables import runner_bootstrap_tokens, runners, servers
@@ -403,6 +409,7 @@ class InstanceLoops:
                 "reason": "provider_only",
             },
         )
+        await record_move(tx, row["id"], code, None, State.ORPHANED.value, "provider_only", actor="system")
         return row
 
     async def _provider_error(self, row: Mapping[str, Any], call: str, exc: ProviderError) -> None:

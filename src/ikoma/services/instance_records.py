@@ -109,7 +109,30 @@ async def transition(
             "reason": reason,
         },
     )
+    await record_move(tx, str(row["id"]), row["provider"], current.value, to.value, reason, actor=actor)
     return True
+
+
+async def record_move(
+    tx: Tx, instance_id: str, provider: str, from_state: str | None, to_state: str, reason: str, *, actor: str
+) -> None:
+    """An instance's move in the action log (channel `system`, action `instance.<state>`), beside its
+    `instance_state_changes` row and its event: every transition is on the stream and in the log."""
+    await audit.append(
+        tx,
+        audit.AuditEntry(
+            channel="system",
+            actor_kind="system",
+            actor_id=actor[:100],
+            token_prefix=None,
+            role=None,
+            action=f"instance.{to_state}",
+            target=f"/instances/{instance_id}",
+            params={"provider": provider, "from": from_state, "to": to_state, "reason": reason[:200]},
+            outcome="allowed",
+            reason=None,
+        ),
+    )
 
 
 async def record_action(

@@ -50,6 +50,7 @@ from ikoma.services.instance_records import (
     machine_values,
     public,
     record_action,
+    record_move,
     transition,
 )
 from ikoma.settings import Settings
@@ -190,6 +191,9 @@ class Instances:
                     "reason": "deployed",
                     "model": offer.model_name,
                 },
+            )
+            await record_move(
+                tx, instance_id, offer.provider, None, State.PROVISIONING.value, "deployed", actor=actor
             )
         if provision_now:
             await self.provision(instance_id)
